@@ -1,0 +1,70 @@
+"""gradscope: measure how good your implicit-model gradients are.
+
+Exact implicit gradients with certified linear solves, the phantom gradients of Geng et
+al. (NeurIPS 2021), and the comparisons and theory checks that tell them apart.
+
+Example:
+    >>> import torch, gradscope as gs
+    >>> fn = lambda p, h, x: torch.tanh(p["W"] @ h + x)
+    >>> p = {"W": torch.tensor([[0.3, -0.2], [0.1, 0.4]], dtype=torch.float64)}
+    >>> x = torch.tensor([0.5, -0.3], dtype=torch.float64)
+    >>> h0 = torch.zeros(2, dtype=torch.float64)
+    >>> fp = gs.find_fixed_point(lambda h, x: fn(p, h, x), x, h0=h0, rtol=1e-13)
+    >>> problem = gs.FixedPointProblem.from_function(fn, p, fp.value, x)
+    >>> g = torch.ones(2, dtype=torch.float64)
+    >>> exact = gs.estimate_gradient(problem, g, gs.Exact())
+    >>> npg = gs.estimate_gradient(problem, g, gs.Neumann(steps=5, damping=0.5))
+    >>> gs.compare(npg, exact).cosine > 0.9
+    True
+
+"""
+
+from .estimators import (
+    Cost,
+    Exact,
+    GradientEstimate,
+    Neumann,
+    OneStep,
+    Unrolled,
+    estimate_gradient,
+    user_gradient,
+)
+from .exceptions import ConvergenceError, ConvergenceWarning, FixedPointWarning
+from .fixed_point import Anderson, FixedPointResult, Picard, find_fixed_point
+from .metrics import Agreement, Comparison, compare
+from .operators import JacobianOperators, LinearMap
+from .problem import FixedPointProblem, FixedPointResidual
+from .solvers import GMRES, BiCGSTAB, Dense, FixedPointIteration, Solution, linear_solve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "GMRES",
+    "Agreement",
+    "Anderson",
+    "BiCGSTAB",
+    "Comparison",
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "Cost",
+    "Dense",
+    "Exact",
+    "FixedPointIteration",
+    "FixedPointProblem",
+    "FixedPointResidual",
+    "FixedPointResult",
+    "FixedPointWarning",
+    "GradientEstimate",
+    "JacobianOperators",
+    "LinearMap",
+    "Neumann",
+    "OneStep",
+    "Picard",
+    "Solution",
+    "Unrolled",
+    "compare",
+    "estimate_gradient",
+    "find_fixed_point",
+    "linear_solve",
+    "user_gradient",
+]

@@ -1,0 +1,104 @@
+"""Input validation shared by the public entry points.
+
+Every message has the form ``"gradscope.<call>: <what it got>; expected <what>. <fix>"``.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+
+import torch
+
+from .exceptions import ConvergenceError, ConvergenceWarning
+
+
+def fail(call: str, message: str, kind: type[Exception] = ValueError) -> None:
+    """Raise ``kind`` with the message prefixed by the public call's name."""
+    raise kind(f"gradscope.{call}: {message}")
+
+
+def check_positive(call: str, name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Check that a tolerance-like number is a finite positive float."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(call, f"{name}={value!r} is not a number; expected a float.", TypeError)
+    ok = value >= 0 if allow_zero else value > 0
+    if not ok or not math.isfinite(value):
+        bound = "≥ 0" if allow_zero else "> 0"
+        fail(call, f"{name}={value!r}; expected a finite number {bound}.")
+
+
+def check_steps(call: str, name: str, value: int, minimum: int = 1) -> None:
+    """Check that a step count is an integer of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(call, f"{name}={value!r} is not an int; expected an integer ≥ {minimum}.", TypeError)
+    if value < minimum:
+        fail(call, f"{name}={value}; expected an integer ≥ {minimum}.")
+
+
+def check_damping(call: str, value: float) -> None:
+    """Check ``0 < damping ≤ 1`` (THEORY.md §3: λ ∈ (0, 1])."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        fail(call, f"damping={value!r} is not a number; expected a float in (0, 1].", TypeError)
+    if not (0.0 < value <= 1.0):
+        fail(
+            call,
+            f"damping={value!r}; expected a number in (0, 1]. Damping λ mixes the old and new "
+            "state, h ← (1 − λ)h + λF(h); λ = 1 is the undamped step.",
+        )
+
+
+def check_tensor(call: str, name: str, value: object) -> torch.Tensor:
+    """Check that ``value`` is a tensor and return it."""
+    if not isinstance(value, torch.Tensor):
+        fail(call, f"{name} is a {type(value).__name__}; expected a torch.Tensor.", TypeError)
+    assert isinstance(value, torch.Tensor)
+    return value
+
+
+def check_floating(call: str, name: str, value: torch.Tensor) -> None:
+    """Check that a tensor has a floating-point dtype."""
+    if not value.is_floating_point():
+        fail(
+            call,
+            f"{name} has dtype {value.dtype}; expected a floating dtype (float32 or float64). "
+            f"Convert it with {name}.double() or .float().",
+            TypeError,
+        )
+
+
+def check_finite(call: str, name: str, value: torch.Tensor) -> None:
+    """Check that a tensor holds no inf or NaN."""
+    if not bool(torch.isfinite(value).all()):
+        fail(call, f"{name} contains inf or NaN; expected finite values.")
+
+
+def check_same_dtype_device(
+    call: str,
+    reference_name: str,
+    reference: torch.Tensor,
+    others: Sequence[tuple[str, torch.Tensor]],
+) -> None:
+    """Check that floating tensors share the reference's dtype and device."""
+    for name, t in others:
+        if t.device != reference.device:
+            fail(
+                call,
+                f"{name} is on {t.device} but {reference_name} is on {reference.device}; "
+                f"expected one device. Move them with .to({reference_name}.device).",
+            )
+        if t.is_floating_point() and t.dtype != reference.dtype:
+            fail(
+                call,
+                f"{name} has dtype {t.dtype} but {reference_name} has {reference.dtype}; "
+                f"expected one dtype. Convert with .to({reference.dtype}).",
+                TypeError,
+            )
+
+
+def report_failure(message: str, *, strict: bool, stacklevel: int = 3) -> None:
+    """Warn about a numerical failure, or raise it when ``strict``."""
+    if strict:
+        raise ConvergenceError(message)
+    warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel)

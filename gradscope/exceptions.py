@@ -1,0 +1,27 @@
+"""Warnings and errors that gradscope raises.
+
+Three kinds of trouble get three answers (see the design notes):
+
+* a programming error raises :class:`ValueError` or :class:`TypeError` at the call,
+  with a message that names the call, what it got, what it expected and the fix;
+* a numerical failure (a solve that did not converge, a series that grew) is
+  recorded in the result and warned with :class:`ConvergenceWarning`, or raised
+  as :class:`ConvergenceError` when the caller asked for ``strict=True``;
+* a theory condition that fails is a *finding*: it is reported, never raised.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ConvergenceError", "ConvergenceWarning", "FixedPointWarning"]
+
+
+class ConvergenceWarning(UserWarning):
+    """A numerical method stopped without meeting its tolerance, or produced non-finite values."""
+
+
+class FixedPointWarning(UserWarning):
+    """The state handed to gradscope as ``h*`` is not a fixed point to the tolerance asked."""
+
+
+class ConvergenceError(RuntimeError):
+    """Raised instead of :class:`ConvergenceWarning` when ``strict=True``."""

@@ -1,0 +1,394 @@
+"""The fixed-point problem: F, its equilibrium h*, the inputs and the parameters.
+
+A deep equilibrium layer defines its output as the solution of ``h* = F(h*, x; θ)``
+(THEORY.md §1). :class:`FixedPointProblem` freezes one such equilibrium so that the
+gradient estimators, the operators and the theory checks can look at it without
+touching the user's model: parameters enter through :func:`torch.func.functional_call`
+as detached aliases, buffers as copies, so no ``.grad`` and no running statistic of the
+module changes.
+
+Shapes: a state ``h`` of two or more dimensions is batched, dimension 0 indexing the
+samples; a 0-D or 1-D state is one sample.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+
+import torch
+from torch import nn
+
+from . import _batch
+from ._checks import (
+    check_finite,
+    check_floating,
+    check_positive,
+    check_same_dtype_device,
+    check_tensor,
+    fail,
+)
+from ._memory import GraphMeter
+from .exceptions import FixedPointWarning
+
+__all__ = ["FixedPointProblem", "FixedPointResidual", "default_fixed_point_rtol"]
+
+Params = dict[str, torch.Tensor]
+#: ``fn(params, h, *inputs) -> next h``: the layer map F with its parameters as a dict.
+LayerFn = Callable[..., torch.Tensor]
+
+
+def default_fixed_point_rtol(dtype: torch.dtype) -> float:
+    """Relative fixed-point residual above which gradscope warns that h* is inexact.
+
+    float64: 1e-6; float32: 1e-3; half precision: 1e-2. Looser than the solvers' defaults
+    because a DEQ trained in float32 rarely solves its forward pass more tightly.
+    """
+    if dtype == torch.float64:
+        return 1e-6
+    if dtype == torch.float32:
+        return 1e-3
+    return 1e-2
+
+
+@dataclass(frozen=True)
+class FixedPointResidual:
+    """How far h* is from a fixed point: ``‖F(h*) − h*‖`` and ``‖F(h*) − h*‖ / ‖F(h*)‖``.
+
+    Attributes:
+        absolute: per-sample absolute residual (shape ``(samples,)``).
+        relative: per-sample relative residual.
+        max_absolute: the largest absolute residual, as a float.
+        max_relative: the largest relative residual, as a float.
+
+    """
+
+    absolute: torch.Tensor
+    relative: torch.Tensor
+
+    @property
+    def max_absolute(self) -> float:
+        """The largest per-sample absolute residual."""
+        return float(self.absolute.max())
+
+    @property
+    def max_relative(self) -> float:
+        """The largest per-sample relative residual."""
+        return float(self.relative.max())
+
+    def __repr__(self) -> str:
+        return (
+            f"FixedPointResidual(max_relative={self.max_relative:.3e}, "
+            f"max_absolute={self.max_absolute:.3e}, samples={self.absolute.numel()})"
+        )
+
+
+def relative_residual(h: torch.Tensor, fh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``(‖F(h) − h‖, ‖F(h) − h‖ / ‖F(h)‖)``, with 0/0 read as 0."""
+    absolute = _batch.norms(fh - h, per_sample=True)
+    scale = _batch.norms(fh, per_sample=True)
+    tiny = torch.finfo(h.dtype).tiny
+    relative = torch.where(
+        absolute == 0, torch.zeros_like(absolute), absolute / scale.clamp_min(tiny)
+    )
+    return absolute, relative
+
+
+@dataclass
+class Linearization:
+    """One autograd graph of F at h*, shared by every VJP that gradscope takes there.
+
+    ``output = F(h, x; θ)`` with ``h``, the parameters and the floating inputs as fresh
+    leaves that require grad; each VJP walks this graph again (``retain_graph=True``)
+    instead of rebuilding it, so its memory is one graph of F: ``graph_bytes``, the
+    bytes autograd saved for it.
+    """
+
+    output: torch.Tensor
+    h: torch.Tensor
+    params: Params
+    inputs: tuple[torch.Tensor, ...]
+    graph_bytes: int
+
+
+class FixedPointProblem:
+    r"""An equilibrium ``h* = F(h*, x; θ)`` frozen for inspection.
+
+    Build one with :meth:`from_module` (an :class:`torch.nn.Module` whose
+    ``forward(h, *inputs)`` returns the next state) or :meth:`from_function` (a plain
+    ``fn(params, h, *inputs)``). Nothing of the module is modified: parameters are used
+    through detached aliases and buffers through copies.
+
+    Args:
+        fn: the layer map ``fn(params, h, *inputs) -> next h``.
+        h_star: the equilibrium (floating, finite).
+        inputs: the inputs x; floating inputs get gradients ("input grads").
+        params: the parameters θ to differentiate, a dict of floating tensors.
+        rtol: relative fixed-point residual above which a :class:`FixedPointWarning` is
+            issued (default: :func:`default_fixed_point_rtol` of the dtype).
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> cell = torch.nn.Linear(3, 3).double()
+        >>> with torch.no_grad():
+        ...     _ = cell.weight.mul_(0.1)
+        >>> fp = gs.find_fixed_point(cell, h0=torch.zeros(2, 3, dtype=torch.float64), rtol=1e-12)
+        >>> problem = gs.FixedPointProblem.from_module(cell, fp.value)
+        >>> problem.residual.max_relative < 1e-8
+        True
+
+    """
+
+    _call = "FixedPointProblem"
+
+    def __init__(
+        self,
+        fn: LayerFn,
+        h_star: torch.Tensor,
+        inputs: Iterable[torch.Tensor] = (),
+        params: Mapping[str, torch.Tensor] | None = None,
+        *,
+        rtol: float | None = None,
+    ) -> None:
+        call = self._call
+        h_star = check_tensor(call, "h_star", h_star)
+        check_floating(call, "h_star", h_star)
+        check_finite(call, "h_star", h_star)
+        inputs = tuple(inputs)
+        for i, x in enumerate(inputs):
+            check_tensor(call, f"inputs[{i}]", x)
+        params = dict(params or {})
+        for name, p in params.items():
+            check_tensor(call, f"params[{name!r}]", p)
+            check_floating(call, f"params[{name!r}]", p)
+        check_same_dtype_device(
+            call,
+            "h_star",
+            h_star,
+            [(f"inputs[{i}]", x) for i, x in enumerate(inputs)]
+            + [(f"params[{n!r}]", p) for n, p in params.items()],
+        )
+        if rtol is not None:
+            check_positive(call, "rtol", rtol)
+        self.fn = fn
+        self.h_star = h_star.detach()
+        self.inputs = tuple(x.detach() for x in inputs)
+        self.params: Params = {n: p.detach() for n, p in params.items()}
+        self.rtol = default_fixed_point_rtol(h_star.dtype) if rtol is None else rtol
+        fh = self._evaluate_checked()
+        absolute, relative = relative_residual(self.h_star, fh)
+        self.residual = FixedPointResidual(absolute, relative)
+        if self.residual.max_relative > self.rtol:
+            warnings.warn(
+                f"gradscope.{call}: h* is not a fixed point to rtol={self.rtol:g}: "
+                f"max relative residual ‖F(h*) − h*‖/‖F(h*)‖ = {self.residual.max_relative:.3e}. "
+                "Gradients are computed at this h* as given; solve the forward pass more "
+                "tightly (gradscope.find_fixed_point) or pass a larger rtol.",
+                FixedPointWarning,
+                stacklevel=3,
+            )
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_module(
+        cls,
+        module: nn.Module,
+        h_star: torch.Tensor,
+        *inputs: torch.Tensor,
+        params: Iterable[str] | None = None,
+        rtol: float | None = None,
+    ) -> FixedPointProblem:
+        """Build the problem of a module whose ``forward(h, *inputs)`` returns the next h.
+
+        Args:
+            module: the cell F.
+            h_star: the equilibrium.
+            *inputs: the inputs x passed after h.
+            params: names (as ``named_parameters()`` gives them) of the parameters to
+                differentiate; default all that require grad.
+            rtol: see :class:`FixedPointProblem`.
+
+        Raises:
+            TypeError: ``module`` is not an ``nn.Module``.
+            ValueError: a named parameter does not exist or does not require grad, or the
+                module's output is shaped unlike ``h_star``.
+
+        """
+        call = "FixedPointProblem.from_module"
+        if not isinstance(module, nn.Module):
+            fail(
+                call,
+                f"module is a {type(module).__name__}; expected a torch.nn.Module. "
+                "For a plain function use FixedPointProblem.from_function.",
+                TypeError,
+            )
+        named = dict(module.named_parameters())
+        if params is None:
+            chosen = {n: p for n, p in named.items() if p.requires_grad}
+        else:
+            if isinstance(params, str):
+                params = [params]
+            chosen = {}
+            for n in params:
+                if n not in named:
+                    fail(
+                        call,
+                        f"parameter {n!r} does not exist; expected one of {sorted(named)}.",
+                    )
+                if not named[n].requires_grad:
+                    fail(
+                        call,
+                        f"parameter {n!r} does not require grad; expected a trainable "
+                        "parameter. Call .requires_grad_() on it or leave it out of params.",
+                    )
+                chosen[n] = named[n]
+        # Copies, so that a BatchNorm in train mode updates our copy, not the user's stats.
+        buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
+
+        def fn(p: Params, h: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
+            return torch.func.functional_call(module, {**buffers, **p}, (h, *xs))
+
+        problem = cls.__new__(cls)
+        problem._call = call
+        problem.module = module
+        FixedPointProblem.__init__(problem, fn, h_star, inputs, chosen, rtol=rtol)
+        return problem
+
+    @classmethod
+    def from_function(
+        cls,
+        fn: LayerFn,
+        params: Mapping[str, torch.Tensor],
+        h_star: torch.Tensor,
+        *inputs: torch.Tensor,
+        rtol: float | None = None,
+    ) -> FixedPointProblem:
+        """Build the problem of a plain function ``fn(params, h, *inputs) -> next h``.
+
+        Example:
+            >>> import torch, gradscope as gs
+            >>> fn = lambda p, h, x: torch.tanh(p["W"] @ h + x)
+            >>> p = {"W": 0.1 * torch.eye(2, dtype=torch.float64)}
+            >>> x = torch.ones(2, dtype=torch.float64)
+            >>> fp = gs.find_fixed_point(lambda h: fn(p, h, x), h0=torch.zeros_like(x))
+            >>> gs.FixedPointProblem.from_function(fn, p, fp.value, x).param_names
+            ['W']
+
+        """
+        if not callable(fn):
+            fail(
+                "FixedPointProblem.from_function",
+                f"fn is a {type(fn).__name__}; expected a callable.",
+                TypeError,
+            )
+        problem = cls.__new__(cls)
+        problem._call = "FixedPointProblem.from_function"
+        FixedPointProblem.__init__(problem, fn, h_star, inputs, params, rtol=rtol)
+        return problem
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluate_checked(self) -> torch.Tensor:
+        try:
+            with torch.no_grad():
+                fh = self.fn(self.params, self.h_star, *self.inputs)
+        except Exception as error:  # re-raised with the shapes that were passed
+            shapes = ", ".join(str(tuple(x.shape)) for x in self.inputs) or "none"
+            fail(
+                self._call,
+                f"calling F with h* of shape {tuple(self.h_star.shape)} and inputs of shapes "
+                f"[{shapes}] failed with {type(error).__name__}: {error}. Check that the "
+                "inputs are those the layer takes after h, with the right shapes.",
+            )
+        if not isinstance(fh, torch.Tensor):
+            fail(
+                self._call,
+                f"F returned a {type(fh).__name__}; expected a tensor shaped like h*.",
+                TypeError,
+            )
+        if fh.shape != self.h_star.shape:
+            fail(
+                self._call,
+                f"F returned shape {tuple(fh.shape)} for h* of shape {tuple(self.h_star.shape)}; "
+                "expected the same shape (F maps a state to the next state).",
+            )
+        return fh
+
+    def __call__(
+        self,
+        h: torch.Tensor,
+        params: Mapping[str, torch.Tensor] | None = None,
+        inputs: tuple[torch.Tensor, ...] | None = None,
+    ) -> torch.Tensor:
+        """Apply F: ``F(h, x; θ)``, with this problem's parameters and inputs by default."""
+        return self.fn(
+            dict(self.params if params is None else params),
+            h,
+            *(self.inputs if inputs is None else inputs),
+        )
+
+    # ------------------------------------------------------------------ facts
+    @property
+    def param_names(self) -> list[str]:
+        """Names of the differentiated parameters, in ``named_parameters()`` order."""
+        return list(self.params)
+
+    @property
+    def batched(self) -> bool:
+        """Whether dimension 0 of h* indexes samples (h* has two or more dimensions)."""
+        return self.h_star.dim() >= 2
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The floating dtype of h*."""
+        return self.h_star.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The device of h*."""
+        return self.h_star.device
+
+    @cached_property
+    def linearization(self) -> Linearization:
+        """The autograd graph of F at h*, built once (see :class:`Linearization`)."""
+        h = self.h_star.clone().requires_grad_(True)
+        params = {n: p.detach().requires_grad_(True) for n, p in self.params.items()}
+        inputs = tuple(
+            x.detach().requires_grad_(True) if x.is_floating_point() else x for x in self.inputs
+        )
+        meter = GraphMeter()
+        with torch.enable_grad(), meter.hooks():
+            output = self.fn(params, h, *inputs)
+        return Linearization(output, h, params, inputs, meter.bytes)
+
+    @cached_property
+    def samples_independent(self) -> bool:
+        """Whether the samples of a batched h* are independent (J block-diagonal).
+
+        Checked with one VJP: a random cotangent on sample 0 alone must give a VJP that
+        is zero on every other sample. BatchNorm in train mode, attention across the
+        batch and similar layers couple samples; per-sample solvers then refuse to run.
+        """
+        if not self.batched or self.h_star.shape[0] == 1:
+            return True
+        lin = self.linearization
+        generator = torch.Generator(device=self.device).manual_seed(0)
+        probe = torch.zeros_like(self.h_star)
+        probe[0] = torch.randn(
+            probe[0].shape, generator=generator, dtype=self.dtype, device=self.device
+        )
+        (vjp,) = torch.autograd.grad(lin.output, lin.h, probe, retain_graph=True, allow_unused=True)
+        if vjp is None:
+            return True
+        leak = torch.linalg.vector_norm(vjp[1:])
+        scale = torch.linalg.vector_norm(vjp[0]) + torch.linalg.vector_norm(probe)
+        return bool(leak <= 1e-10 * scale)
+
+    def __repr__(self) -> str:
+        n_params = sum(p.numel() for p in self.params.values())
+        return (
+            f"FixedPointProblem(h*={tuple(self.h_star.shape)}, dtype={self.dtype}, "
+            f"device={self.device}, params={len(self.params)} tensors / {n_params} values, "
+            f"inputs={len(self.inputs)}, residual={self.residual.max_relative:.2e})"
+        )

@@ -1,0 +1,449 @@
+r"""Linear solvers for the adjoint system ``(I − Jᵀ)u = g`` (or any :class:`LinearMap`).
+
+Each solver is a frozen dataclass validated on construction; :func:`linear_solve` runs
+one and returns a :class:`Solution` whose residual is the **true** one,
+``‖b − A x‖ / ‖b‖``, recomputed with one extra product after the iteration, never
+the solver's running estimate.
+
+Batched states: with ``per_sample=True`` each sample (dimension 0) gets its own Krylov
+basis, Hessenberg matrix and stopping test, while every product stays one batched
+VJP. This is valid only when the samples are independent (J block-diagonal), which
+:class:`~gradscope.FixedPointProblem` checks; ``per_sample=None`` picks it when valid.
+
+========================  ==================================  ========================
+solver                    converges when                      products per step
+========================  ==================================  ========================
+:class:`Dense`            A is non-singular                   n (to build A), once
+:class:`GMRES`            A is non-singular (restarts aside)  1
+:class:`BiCGSTAB`         A is non-singular (may break down)  2
+:class:`FixedPointIteration`  ρ(I − A) < 1, i.e. ρ(J) < 1     1
+========================  ==================================  ========================
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from . import _batch
+from ._checks import check_positive, check_steps, fail, report_failure
+from .operators import LinearMap
+
+__all__ = ["GMRES", "BiCGSTAB", "Dense", "FixedPointIteration", "Solution", "linear_solve"]
+
+
+@dataclass
+class Solution:
+    """The result of a linear solve.
+
+    Attributes:
+        value: the solution x, shaped like b.
+        converged: every sample met ``‖b − Ax‖ ≤ max(rtol‖b‖, atol)`` and x is finite.
+        residual: the largest true relative residual ``‖b − Ax‖ / ‖b‖`` (absolute where
+            ``b = 0``).
+        residual_per_sample: the true relative residual per sample (or one value).
+        steps: iterations (Arnoldi steps, BiCGSTAB or fixed-point iterations).
+        matvecs: products with A, the final residual check included.
+        trace: the solver's running residual estimate after each step, shape
+            ``(steps, samples)``.
+        seconds: wall time of the solve.
+        solver: the solver that produced it.
+
+    """
+
+    value: torch.Tensor
+    converged: bool
+    residual: float
+    residual_per_sample: torch.Tensor
+    steps: int
+    matvecs: int
+    trace: torch.Tensor = field(repr=False)
+    seconds: float = 0.0
+    solver: object = None
+
+    def __repr__(self) -> str:
+        name = type(self.solver).__name__ if self.solver is not None else "?"
+        return (
+            f"Solution({name}: converged={self.converged}, residual={self.residual:.3e}, "
+            f"steps={self.steps}, matvecs={self.matvecs}, seconds={self.seconds:.4f})"
+        )
+
+
+def _check_common(call: str, rtol: float, atol: float, max_steps: int) -> None:
+    check_positive(call, "rtol", rtol)
+    check_positive(call, "atol", atol, allow_zero=True)
+    check_steps(call, "max_steps", max_steps)
+
+
+@dataclass(frozen=True)
+class Dense:
+    """Materialise A and solve by LU (:func:`torch.linalg.solve`): the reference path.
+
+    Costs n products (per-sample) or N = numel products (whole) and O(n³) flops: for
+    small states only.
+    """
+
+    per_sample: bool | None = None
+    rtol: float = 1e-8
+    atol: float = 0.0
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        _check_common("Dense", self.rtol, self.atol, 1)
+
+
+@dataclass(frozen=True)
+class GMRES:
+    """Restarted GMRES (Saad & Schultz 1986), torch-native, batched per sample.
+
+    Builds an orthonormal Krylov basis by classical Gram–Schmidt applied twice (CGS2:
+    as stable as modified Gram–Schmidt, but in matrix products) and minimises the
+    residual over it with Givens rotations; restarts after ``restart`` steps.
+
+    Args:
+        rtol, atol: stop when ``‖b − Ax‖ ≤ max(rtol‖b‖, atol)``.
+        restart: Krylov dimension before a restart.
+        max_steps: total Arnoldi steps.
+        per_sample: see the module notes; ``None`` picks per-sample when valid.
+        strict: raise instead of warning when not converged.
+
+    """
+
+    rtol: float = 1e-8
+    atol: float = 0.0
+    restart: int = 30
+    max_steps: int = 300
+    per_sample: bool | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        _check_common("GMRES", self.rtol, self.atol, self.max_steps)
+        check_steps("GMRES", "restart", self.restart)
+
+
+@dataclass(frozen=True)
+class BiCGSTAB:
+    """BiCGSTAB (van der Vorst 1992), torch-native, batched per sample; 2 products a step.
+
+    Restarts a sample's shadow residual on breakdown, and from the true residual when
+    its running residual has drifted from the true one.
+    """
+
+    rtol: float = 1e-8
+    atol: float = 0.0
+    max_steps: int = 300
+    per_sample: bool | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        _check_common("BiCGSTAB", self.rtol, self.atol, self.max_steps)
+
+
+@dataclass(frozen=True)
+class FixedPointIteration:
+    r"""Richardson iteration ``x ← x + (b − Ax)``; for ``A = I − Jᵀ`` this is ``u ← g + Jᵀu``.
+
+    The peers' backward solver, kept for comparison. Converges only when ρ(J) < 1, at
+    the rate ρ(J): about ``log(1/rtol) / −log ρ(J)`` products. Stops early, keeping the
+    best iterate, when the residual grows past ``divergence`` times its start or turns
+    non-finite.
+    """
+
+    rtol: float = 1e-8
+    atol: float = 0.0
+    max_steps: int = 500
+    divergence: float = 1e8
+    per_sample: bool | None = None
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        _check_common("FixedPointIteration", self.rtol, self.atol, self.max_steps)
+        check_positive("FixedPointIteration", "divergence", self.divergence)
+
+
+Solver = Dense | GMRES | BiCGSTAB | FixedPointIteration
+
+
+def linear_solve(
+    A: LinearMap,
+    b: torch.Tensor,
+    solver: Solver | None = None,
+    *,
+    per_sample: bool = False,
+    x0: torch.Tensor | None = None,
+) -> Solution:
+    r"""Solve ``A x = b`` with ``solver`` and certify the result.
+
+    Args:
+        A: the operator.
+        b: right-hand side, shaped like A's vectors.
+        solver: a solver object (default :class:`GMRES`).
+        per_sample: treat dimension 0 as independent samples (used when the solver's
+            own ``per_sample`` is ``None``).
+        x0: initial guess (default zeros).
+
+    Returns:
+        A :class:`Solution`; a :class:`~gradscope.ConvergenceWarning` is issued when it
+        did not converge (``strict=True`` raises :class:`~gradscope.ConvergenceError`).
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> M = torch.tensor([[2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+        >>> A = gs.LinearMap(lambda v: M @ v, torch.zeros(2, dtype=torch.float64), "M")
+        >>> sol = gs.linear_solve(A, torch.ones(2, dtype=torch.float64), gs.GMRES(rtol=1e-12))
+        >>> sol.converged, torch.allclose(M @ sol.value, torch.ones(2, dtype=torch.float64))
+        (True, True)
+
+    """
+    solver = GMRES() if solver is None else solver
+    if not isinstance(solver, (Dense, GMRES, BiCGSTAB, FixedPointIteration)):
+        fail(
+            "linear_solve",
+            f"solver={solver!r}; expected gradscope.GMRES(), BiCGSTAB(), "
+            "FixedPointIteration() or Dense().",
+            TypeError,
+        )
+    if not isinstance(A, LinearMap):
+        fail(
+            "linear_solve", f"A is a {type(A).__name__}; expected a gradscope.LinearMap.", TypeError
+        )
+    if b.shape != A.shape:
+        fail("linear_solve", f"b has shape {tuple(b.shape)}; expected {tuple(A.shape)}.")
+    rows_mode = per_sample if solver.per_sample is None else solver.per_sample
+    rows_mode = bool(rows_mode) and b.dim() >= 2
+    start_count = A.counter[0]
+    start = time.perf_counter()
+    b = b.detach()
+    x = torch.zeros_like(b) if x0 is None else x0.detach().clone()
+    if isinstance(solver, Dense):
+        x, steps, trace = (
+            _dense(A, b, rows_mode),
+            1,
+            b.new_zeros(0, _batch.sample_count(b, rows_mode)),
+        )
+    elif isinstance(solver, GMRES):
+        x, steps, trace = _gmres(A, b, x, solver, rows_mode)
+    elif isinstance(solver, BiCGSTAB):
+        x, steps, trace = _bicgstab(A, b, x, solver, rows_mode)
+    else:
+        x, steps, trace = _richardson(A, b, x, solver, rows_mode)
+    # The certificate: the true residual of what we return.
+    r = b - A(x)
+    b_norm = _batch.norms(b, rows_mode)
+    r_norm = _batch.norms(r, rows_mode)
+    tol = torch.clamp(solver.rtol * b_norm, min=solver.atol)
+    relative = torch.where(b_norm > 0, r_norm / b_norm.clamp_min(torch.finfo(b.dtype).tiny), r_norm)
+    finite = bool(torch.isfinite(x).all()) and bool(torch.isfinite(r_norm).all())
+    converged = finite and bool((r_norm <= tol).all())
+    if b.is_cuda:
+        torch.cuda.synchronize(b.device)
+    solution = Solution(
+        value=x,
+        converged=converged,
+        residual=float(relative.max()) if finite else math.inf,
+        residual_per_sample=relative,
+        steps=steps,
+        matvecs=A.counter[0] - start_count,
+        trace=trace,
+        seconds=time.perf_counter() - start,
+        solver=solver,
+    )
+    if not converged:
+        what = "returned non-finite values" if not finite else "did not converge"
+        report_failure(
+            f"gradscope.linear_solve: {type(solver).__name__} on {A.name} {what}: true relative "
+            f"residual {solution.residual:.3e} (rtol={solver.rtol:g}) after {steps} steps and "
+            f"{solution.matvecs} products. Raise max_steps, try GMRES (it converges for any "
+            "non-singular system), or check the conditioning (gradscope.spectral).",
+            strict=solver.strict,
+        )
+    return solution
+
+
+# ---------------------------------------------------------------------- implementations
+def _dense(A: LinearMap, b: torch.Tensor, rows_mode: bool) -> torch.Tensor:
+    M = A.dense(per_sample=rows_mode)
+    rhs = _batch.flat(b, rows_mode)
+    if rows_mode:
+        x = torch.linalg.solve(M, rhs.unsqueeze(-1)).squeeze(-1)
+    else:
+        x = torch.linalg.solve(M, rhs[0]).unsqueeze(0)
+    return x.reshape(b.shape)
+
+
+def _gmres(A, b, x, solver: GMRES, rows_mode: bool):
+    shape, dtype = b.shape, b.dtype
+    B = _batch.flat(b, rows_mode)
+    R, n = B.shape
+    m = min(solver.restart, n)
+    tol = torch.clamp(solver.rtol * torch.linalg.vector_norm(B, dim=1), min=solver.atol)
+    eps = torch.finfo(dtype).eps
+    X = _batch.flat(x, rows_mode).clone()
+    Rres = B - _batch.flat(A(x), rows_mode) if bool(X.any()) else B.clone()
+    steps, trace = 0, []
+    while steps < solver.max_steps:
+        beta = torch.linalg.vector_norm(Rres, dim=1)
+        active = beta > tol
+        if not bool(active.any()) or not bool(torch.isfinite(beta).all()):
+            break
+        V = B.new_zeros(m + 1, R, n)
+        V[0] = torch.where(active[:, None], Rres / beta.clamp_min(1e-300)[:, None], 0.0)
+        H = B.new_zeros(R, m + 1, m)
+        cs, sn = B.new_zeros(R, m), B.new_zeros(R, m)
+        gvec = B.new_zeros(R, m + 1)
+        gvec[:, 0] = beta
+        cols = torch.zeros(R, dtype=torch.long, device=B.device)
+        j_done = 0
+        for j in range(m):
+            w = _batch.flat(A(V[j].reshape(shape)), rows_mode)
+            Vj = V[: j + 1]
+            h = torch.einsum("jrn,rn->rj", Vj, w)
+            w = w - torch.einsum("rj,jrn->rn", h, Vj)
+            h2 = torch.einsum("jrn,rn->rj", Vj, w)  # second pass of CGS2
+            w = w - torch.einsum("rj,jrn->rn", h2, Vj)
+            h = h + h2
+            hn = torch.linalg.vector_norm(w, dim=1)
+            H[:, : j + 1, j] = h
+            H[:, j + 1, j] = hn
+            breakdown = hn <= eps * beta
+            V[j + 1] = torch.where(
+                (active & ~breakdown)[:, None], w / hn.clamp_min(1e-300)[:, None], 0.0
+            )
+            for i in range(j):  # earlier rotations on the new column
+                hi, hk = H[:, i, j].clone(), H[:, i + 1, j].clone()
+                H[:, i, j] = cs[:, i] * hi + sn[:, i] * hk
+                H[:, i + 1, j] = -sn[:, i] * hi + cs[:, i] * hk
+            a, c = H[:, j, j], H[:, j + 1, j]
+            denom = torch.hypot(a, c)
+            safe = denom > 0
+            cs[:, j] = torch.where(safe, a / denom.clamp_min(1e-300), 1.0)
+            sn[:, j] = torch.where(safe, c / denom.clamp_min(1e-300), 0.0)
+            H[:, j, j] = torch.where(safe, denom, a)
+            H[:, j + 1, j] = 0.0
+            gvec[:, j + 1] = -sn[:, j] * gvec[:, j]
+            gvec[:, j] = cs[:, j] * gvec[:, j]
+            estimate = gvec[:, j + 1].abs()
+            cols = cols + active.long()
+            trace.append(torch.where(active, estimate, torch.zeros_like(estimate)))
+            active = active & (estimate > tol) & ~breakdown
+            steps += 1
+            j_done = j + 1
+            if steps >= solver.max_steps or not bool(active.any()):
+                break
+        # Solve the triangular least-squares system of each sample on its own columns;
+        # columns a sample did not use become identity rows with a zero right-hand side.
+        k = j_done
+        Rm = H[:, :k, :k].clone()
+        rhs = gvec[:, :k].clone()
+        idx = torch.arange(k, device=B.device)
+        unused = idx[None, :] >= cols[:, None]  # (R, k)
+        Rm = torch.where(unused[:, :, None] | unused[:, None, :], 0.0, Rm)
+        Rm = Rm + torch.diag_embed(unused.to(dtype))
+        rhs = torch.where(unused, 0.0, rhs)
+        y = torch.linalg.solve_triangular(Rm, rhs.unsqueeze(-1), upper=True).squeeze(-1)
+        X = X + torch.einsum("rj,jrn->rn", y, V[:k])
+        Rres = B - _batch.flat(A(X.reshape(shape)), rows_mode)
+    scale = torch.linalg.vector_norm(B, dim=1).clamp_min(torch.finfo(dtype).tiny)
+    trace_t = torch.stack(trace) / scale if trace else B.new_zeros(0, R)
+    return X.reshape(shape), steps, trace_t
+
+
+def _bicgstab(A, b, x, solver: BiCGSTAB, rows_mode: bool):
+    shape, dtype = b.shape, b.dtype
+    B = _batch.flat(b, rows_mode)
+    R = B.shape[0]
+    b_norm = torch.linalg.vector_norm(B, dim=1)
+    tol = torch.clamp(solver.rtol * b_norm, min=solver.atol)
+    tiny = torch.finfo(dtype).tiny
+
+    def apply(v: torch.Tensor) -> torch.Tensor:
+        return _batch.flat(A(v.reshape(shape)), rows_mode)
+
+    def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        return (u * v).sum(1)
+
+    def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+        ok = den.abs() > tiny
+        return torch.where(
+            ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num)
+        )
+
+    X = _batch.flat(x, rows_mode).clone()
+    steps, trace = 0, []
+    while steps < solver.max_steps:
+        # (Re)start from the true residual.
+        r = B - apply(X) if bool(X.any()) else B.clone()
+        active = torch.linalg.vector_norm(r, dim=1) > tol
+        if not bool(active.any()):
+            break
+        r_hat = r.clone()
+        rho = alpha = omega = torch.ones(R, dtype=dtype, device=B.device)
+        v = torch.zeros_like(r)
+        p = torch.zeros_like(r)
+        restart_needed = False
+        while steps < solver.max_steps:
+            rho_new = dot(r_hat, r)
+            broke = active & (rho_new.abs() <= tiny)
+            beta = safe_div(rho_new, rho) * safe_div(alpha, omega)
+            p = r + beta[:, None] * (p - omega[:, None] * v)
+            v = apply(torch.where(active[:, None], p, 0.0))
+            alpha = safe_div(rho_new, dot(r_hat, v))
+            s = r - alpha[:, None] * v
+            t = apply(torch.where(active[:, None], s, 0.0))
+            omega = safe_div(dot(t, s), dot(t, t))
+            update = alpha[:, None] * p + omega[:, None] * s
+            X = X + torch.where(active[:, None], update, 0.0)
+            r = torch.where(active[:, None], s - omega[:, None] * t, r)
+            rho = rho_new
+            steps += 1
+            r_norm = torch.linalg.vector_norm(r, dim=1)
+            trace.append(torch.where(active, r_norm, torch.zeros_like(r_norm)))
+            finite = torch.isfinite(r_norm)
+            broke = broke | (active & (omega.abs() <= tiny)) | ~finite
+            active = active & (r_norm > tol) & finite
+            if bool(broke.any()):
+                restart_needed = True
+                break
+            if not bool(active.any()):
+                break
+        if not bool(torch.isfinite(X).all()):
+            break
+        if not restart_needed:
+            # Verify against the true residual; the loop restarts if it has drifted.
+            r_true = torch.linalg.vector_norm(B - apply(X), dim=1)
+            if bool((r_true <= tol).all()):
+                break
+    trace_t = torch.stack(trace) / b_norm.clamp_min(tiny) if trace else B.new_zeros(0, R)
+    return X.reshape(shape), steps, trace_t
+
+
+def _richardson(A, b, x, solver: FixedPointIteration, rows_mode: bool):
+    B = _batch.flat(b, rows_mode)
+    b_norm = torch.linalg.vector_norm(B, dim=1)
+    tol = torch.clamp(solver.rtol * b_norm, min=solver.atol)
+    best = x.clone()
+    best_norm = torch.full_like(b_norm, math.inf)
+    start_norm = None
+    steps, trace = 0, []
+    while steps < solver.max_steps:
+        r = b - A(x)
+        r_norm = _batch.norms(r, rows_mode)
+        start_norm = r_norm if start_norm is None else start_norm
+        improved = torch.isfinite(r_norm) & (r_norm < best_norm)
+        best = torch.where(_batch.expand(improved, x, rows_mode), x, best)
+        best_norm = torch.where(improved, r_norm, best_norm)
+        trace.append(r_norm)
+        if bool((best_norm <= tol).all()):
+            break
+        diverged = ~torch.isfinite(r_norm) | (
+            r_norm > solver.divergence * start_norm.clamp_min(1e-300)
+        )
+        if bool(diverged.any()):
+            break
+        x = x + r
+        steps += 1
+    trace_t = torch.stack(trace) / b_norm.clamp_min(torch.finfo(b.dtype).tiny)
+    return best, steps, trace_t
