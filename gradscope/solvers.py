@@ -424,26 +424,24 @@ def _richardson(A, b, x, solver: FixedPointIteration, rows_mode: bool):
     B = _batch.flat(b, rows_mode)
     b_norm = torch.linalg.vector_norm(B, dim=1)
     tol = torch.clamp(solver.rtol * b_norm, min=solver.atol)
-    best = x.clone()
-    best_norm = torch.full_like(b_norm, math.inf)
-    start_norm = None
+    r = b - A(x) if bool(x.any()) else b.clone()
+    start_norm = _batch.norms(r, rows_mode)
+    best, best_norm = x.clone(), torch.full_like(b_norm, math.inf)
     steps, trace = 0, []
-    while steps < solver.max_steps:
-        r = b - A(x)
+    while True:
         r_norm = _batch.norms(r, rows_mode)
-        start_norm = r_norm if start_norm is None else start_norm
         improved = torch.isfinite(r_norm) & (r_norm < best_norm)
         best = torch.where(_batch.expand(improved, x, rows_mode), x, best)
         best_norm = torch.where(improved, r_norm, best_norm)
-        trace.append(r_norm)
-        if bool((best_norm <= tol).all()):
-            break
         diverged = ~torch.isfinite(r_norm) | (
             r_norm > solver.divergence * start_norm.clamp_min(1e-300)
         )
-        if bool(diverged.any()):
+        if steps >= solver.max_steps or bool((best_norm <= tol).all()) or bool(diverged.any()):
             break
         x = x + r
+        r = b - A(x)
         steps += 1
-    trace_t = torch.stack(trace) / b_norm.clamp_min(torch.finfo(b.dtype).tiny)
+        trace.append(_batch.norms(r, rows_mode))
+    scale = b_norm.clamp_min(torch.finfo(b.dtype).tiny)
+    trace_t = torch.stack(trace) / scale if trace else B.new_zeros(0, B.shape[0])
     return best, steps, trace_t

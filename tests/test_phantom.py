@@ -1,0 +1,215 @@
+"""Phantom gradients (UPG, NPG, one-step) and compare()."""
+
+import math
+
+import pytest
+import torch
+from cases import DT, LinearCell, TanhCell, randn, scaled_matrix, solved_problem
+
+import gradscope as gs
+
+
+@pytest.fixture(scope="module")
+def tanh_problem():
+    return solved_problem(TanhCell(d=8, n=4, scale=0.8), randn(5, 4), rtol=1e-15)
+
+
+@pytest.mark.parametrize("damping", [0.3, 0.5, 1.0])
+def test_upg_equals_npg_at_an_exact_fixed_point(tanh_problem, damping):
+    g = randn(5, 8, seed=1)
+    for k in range(1, 11):
+        upg = gs.estimate_gradient(tanh_problem, g, gs.Unrolled(k, damping))
+        npg = gs.estimate_gradient(tanh_problem, g, gs.Neumann(k, damping))
+        assert gs.compare(upg, npg).relative_error < 1e-12, k
+        for a, b in zip(upg.input_grads, npg.input_grads):
+            assert torch.allclose(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_upg_and_npg_differ_off_the_fixed_point(tanh_problem):
+    p = tanh_problem
+    h = p.h_star + 0.05 * randn(*p.h_star.shape, seed=3)
+    off = gs.FixedPointProblem.from_function(p.fn, p.params, h, *p.inputs, rtol=10.0)
+    g = randn(5, 8, seed=1)
+    one_u = gs.estimate_gradient(off, g, gs.Unrolled(1, 0.5))
+    one_n = gs.estimate_gradient(off, g, gs.Neumann(1, 0.5))
+    assert gs.compare(one_u, one_n).relative_error < 1e-13  # k = 1: both λ F_θᵀ g at h
+    for k in (2, 5):
+        upg = gs.estimate_gradient(off, g, gs.Unrolled(k, 0.5))
+        npg = gs.estimate_gradient(off, g, gs.Neumann(k, 0.5))
+        assert gs.compare(upg, npg).relative_error > 1e-4, k
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize("damping", [0.4, 1.0])
+def test_neumann_error_identity(tanh_problem, k, damping):
+    # u* − u_k = (B_λᵀ)^k u*   [derived, THEORY.md §5]
+    g = randn(5, 8, seed=1)
+    exact = gs.estimate_gradient(tanh_problem, g, gs.Exact(gs.Dense()))
+    npg = gs.estimate_gradient(tanh_problem, g, gs.Neumann(k, damping))
+    ops = gs.JacobianOperators(tanh_problem)
+    BT = ops.damped_T(damping)
+    power = exact.adjoint
+    for _ in range(k):
+        power = BT(power)
+    assert torch.allclose(
+        exact.adjoint - npg.adjoint, power, atol=1e-10 * exact.adjoint.abs().max()
+    )
+
+
+def test_one_step_is_F_theta_transpose_g(tanh_problem):
+    g = randn(5, 8, seed=1)
+    one = gs.estimate_gradient(tanh_problem, g, gs.OneStep())
+    dense = gs.JacobianOperators(tanh_problem).param_jacobian_dense()
+    assert torch.allclose(one.flat(), dense.T @ g.reshape(-1), atol=1e-13)
+    assert one.cost.vjps == 1
+    assert (
+        gs.compare(one, gs.estimate_gradient(tanh_problem, g, gs.Unrolled(1, 1.0))).relative_error
+        < 1e-13
+    )
+
+
+def test_neumann_converges_at_rate_rho_B():
+    # Normal J (symmetric W) with known spectrum: ‖u* − u_k‖ ≤ ρ(B)^k ‖u*‖, and the ratio → ρ(B).
+    W = scaled_matrix(6, 0.9, kind="symmetric")
+    cell = LinearCell(W)
+    x = randn(1, 3)
+    problem = gs.FixedPointProblem.from_module(cell, cell.equilibrium(x), x)
+    g = randn(1, 6, seed=2)
+    lam = 0.7
+    mu = torch.linalg.eigvalsh(W)
+    rho_B = float((1 - lam * (1 - mu)).abs().max())
+    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.Dense()))
+    errors = []
+    for k in (10, 20, 40, 41):
+        npg = gs.estimate_gradient(problem, g, gs.Neumann(k, lam))
+        err = float((exact.adjoint - npg.adjoint).norm() / exact.adjoint.norm())
+        assert err <= rho_B**k * (1 + 1e-8)
+        errors.append(err)
+    assert errors[-1] / errors[-2] == pytest.approx(rho_B, rel=1e-3)
+    assert (
+        gs.compare(gs.estimate_gradient(problem, g, gs.Neumann(400, lam)), exact).relative_error
+        < 1e-12
+    )
+
+
+def test_divergent_neumann_series_is_reported_never_silent():
+    # μ = −3: with λ = 1, ρ(B) = 3 and the series diverges (THEORY.md §5).
+    W = -3.0 * torch.eye(3, dtype=DT)
+    cell = LinearCell(W)
+    x = randn(2, 3)
+    problem = gs.FixedPointProblem.from_module(cell, cell.equilibrium(x), x)
+    g = randn(2, 3, seed=1)
+    with pytest.warns(gs.ConvergenceWarning, match="the Neumann terms grew"):
+        gs.estimate_gradient(problem, g, gs.Neumann(10, 1.0))
+    with pytest.warns(gs.ConvergenceWarning, match="produced inf/NaN"):
+        gs.estimate_gradient(problem, g, gs.Neumann(700, 1.0))
+    # λ = 0.4 < λ_max = 0.5 makes it converge
+    good = gs.estimate_gradient(problem, g, gs.Neumann(200, 0.4))
+    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.Dense()))
+    assert gs.compare(good, exact).relative_error < 1e-10
+
+
+def test_neumann_memory_is_flat_in_k_and_unrolled_grows():
+    problem = solved_problem(TanhCell(d=32, n=4, scale=0.5), randn(16, 4))
+    g = randn(16, 32, seed=1)
+    npg = [
+        gs.estimate_gradient(problem, g, gs.Neumann(k, 0.5)).cost.graph_bytes for k in (1, 5, 20)
+    ]
+    upg = [
+        gs.estimate_gradient(problem, g, gs.Unrolled(k, 0.5)).cost.graph_bytes for k in (1, 5, 20)
+    ]
+    assert npg[0] == npg[1] == npg[2] > 0
+    assert upg[0] < upg[1] < upg[2]
+    # per step UPG keeps at least one state-sized activation
+    state_bytes = 16 * 32 * 8
+    assert upg[2] - upg[1] >= 15 * state_bytes
+
+
+# ---------------------------------------------------------------------------- compare
+def test_compare_invariants(tanh_problem):
+    g = randn(5, 8, seed=1)
+    exact = gs.estimate_gradient(tanh_problem, g, gs.Exact())
+    npg = gs.estimate_gradient(tanh_problem, g, gs.Neumann(3, 0.5))
+    same = gs.compare(exact, exact)
+    assert same.cosine == pytest.approx(1.0, abs=1e-15) and same.relative_error == 0 and same.ascent
+    c = gs.compare(npg, exact)
+    scaled = gs.GradientEstimate.from_grads(
+        {n: 7.5 * v for n, v in npg.grads.items()}, npg.input_grads
+    )
+    assert gs.compare(scaled, exact).cosine == pytest.approx(c.cosine, abs=1e-14)
+    assert gs.compare(scaled, exact).norm_ratio == pytest.approx(7.5 * c.norm_ratio, rel=1e-12)
+    # per-parameter numbers add up to the whole
+    assert sum(a.inner for a in c.per_param.values()) == pytest.approx(c.inner, rel=1e-12)
+    assert sum(a.absolute_error**2 for a in c.per_param.values()) == pytest.approx(
+        c.absolute_error**2, rel=1e-12
+    )
+    assert sum(a.estimate_norm**2 for a in c.per_param.values()) == pytest.approx(
+        c.overall.estimate_norm**2, rel=1e-12
+    )
+    # against a direct computation
+    a, b = npg.flat(), exact.flat()
+    assert c.cosine == pytest.approx(float(a @ b / (a.norm() * b.norm())), abs=1e-14)
+    assert c.relative_error == pytest.approx(float((a - b).norm() / b.norm()), rel=1e-12)
+    assert c.per_input[0] is not None and c.per_input[0].cosine > 0.5
+    d = c.to_dict()
+    assert d["overall"]["cosine"] == c.cosine and set(d["per_param"]) == set(c.per_param)
+    text = repr(c)
+    assert "W.weight" in text and "cosine" in text and "Neumann(3, 0.5) vs Exact(GMRES)" in text
+    negated = gs.GradientEstimate.from_grads({n: -v for n, v in exact.grads.items()})
+    assert not gs.compare(negated, exact).ascent and gs.compare(
+        negated, exact
+    ).cosine == pytest.approx(-1.0)
+
+
+def test_compare_rejects_mismatches(tanh_problem):
+    g = randn(5, 8, seed=1)
+    exact = gs.estimate_gradient(tanh_problem, g, gs.Exact())
+    other = gs.GradientEstimate.from_grads({"W.weight": exact.grads["W.weight"]})
+    with pytest.raises(ValueError, match="cover different parameters"):
+        gs.compare(other, exact)
+    bad_shape = gs.GradientEstimate.from_grads({n: v.reshape(-1) for n, v in exact.grads.items()})
+    with pytest.raises(ValueError, match="has shape"):
+        gs.compare(bad_shape, exact)
+    with pytest.raises(TypeError, match="expected a gradscope.GradientEstimate"):
+        gs.compare(exact.grads, exact)
+
+
+def test_zero_reference_is_not_silently_wrong():
+    zero = gs.GradientEstimate.from_grads({"w": torch.zeros(3)})
+    one = gs.GradientEstimate.from_grads({"w": torch.ones(3)})
+    c = gs.compare(one, zero)
+    assert math.isnan(c.cosine) and c.relative_error == math.inf
+
+
+def test_estimator_validation():
+    for bad in (0, -1):
+        with pytest.raises(ValueError, match="steps"):
+            gs.Neumann(steps=bad)
+        with pytest.raises(ValueError, match="steps"):
+            gs.Unrolled(steps=bad)
+    for bad in (0.0, 1.5, -0.2):
+        with pytest.raises(ValueError, match=r"damping=.*expected a number in \(0, 1\]"):
+            gs.Neumann(5, bad)
+        with pytest.raises(ValueError, match="damping"):
+            gs.Unrolled(5, bad)
+    with pytest.raises(TypeError, match="steps"):
+        gs.Neumann(steps=2.0)
+    assert gs.Neumann(5, 0.5).name == "Neumann(5, 0.5)" and gs.OneStep().name == "OneStep"
+
+
+def test_user_gradient_from_a_training_backward():
+    # A user's own UPG-style training backward, judged with user_gradient + compare.
+    cell = TanhCell(d=6, n=4, scale=0.6)
+    x = randn(3, 4)
+    problem = solved_problem(cell, x)
+    g = randn(3, 6, seed=1)
+    h = problem.h_star
+    for _ in range(5):
+        h = 0.5 * h + 0.5 * cell(h, x)
+    h.backward(g)
+    user = gs.user_gradient(cell, problem, name="my UPG")
+    upg = gs.estimate_gradient(problem, g, gs.Unrolled(5, 0.5))
+    assert gs.compare(user, upg).relative_error < 1e-12
+    cell.zero_grad(set_to_none=True)
+    with pytest.raises(ValueError, match="has no .grad"):
+        gs.user_gradient(cell, problem)
