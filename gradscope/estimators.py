@@ -164,7 +164,9 @@ class Cost:
     Attributes:
         vjps: vector–Jacobian products through F (a backward through k unrolled steps
             counts k; a batched product counts 1).
-        seconds: wall time (CUDA synchronised).
+        seconds: wall time (CUDA synchronised), including the one forward pass of F that
+            builds the graph at h* when the problem had not built it yet (a DEQ backward
+            pays it too) and, for :class:`Exact`, the one-VJP sample-independence probe.
         graph_bytes: bytes of the tensors autograd saved for the graph(s) the estimate
             walks (unique storages): the activation memory, on any device.
         peak_cuda_bytes: peak CUDA memory allocated during the estimate (None on CPU).
@@ -344,17 +346,18 @@ def estimate_gradient(
 
 def _exact(problem: FixedPointProblem, g: torch.Tensor, estimator: Exact) -> GradientEstimate:
     solver = estimator.solver
-    if solver.per_sample and not problem.samples_independent:
-        fail(
-            "estimate_gradient",
-            f"{type(solver).__name__}(per_sample=True) needs independent samples, but F "
-            "couples the samples of h* (a VJP on one sample reaches others: BatchNorm in "
-            "train mode?). Use per_sample=False or per_sample=None.",
-        )
-    per_sample = problem.samples_independent if solver.per_sample is None else solver.per_sample
-    graph_bytes = problem.linearization.graph_bytes
     ops = JacobianOperators(problem)
     with _measure(problem.device) as record:
+        graph_bytes = problem.linearization.graph_bytes  # built here if not yet: it is backward work
+        independent = problem.samples_independent
+        if solver.per_sample and not independent:
+            fail(
+                "estimate_gradient",
+                f"{type(solver).__name__}(per_sample=True) needs independent samples, but F "
+                "couples the samples of h* (a VJP on one sample reaches others: BatchNorm in "
+                "train mode?). Use per_sample=False or per_sample=None.",
+            )
+        per_sample = independent if solver.per_sample is None else solver.per_sample
         solution = linear_solve(ops.adjoint, g, solver, per_sample=per_sample)
         grads, input_grads = ops.param_vjp(solution.value)
     cost = Cost(ops.vjps, record["seconds"], graph_bytes, record.get("peak_cuda_bytes"))
@@ -365,9 +368,9 @@ def _neumann(
     problem: FixedPointProblem, g: torch.Tensor, estimator: Neumann | OneStep
 ) -> GradientEstimate:
     k, lam = estimator.steps, float(estimator.damping)
-    graph_bytes = problem.linearization.graph_bytes
     ops = JacobianOperators(problem)
     with _measure(problem.device) as record:
+        graph_bytes = problem.linearization.graph_bytes  # built here if not yet: it is backward work
         v, term = g, g
         for _ in range(k - 1):  # term_t = (B_λᵀ)^t g; v = Σ_{s≤t} term_s
             term = (1 - lam) * term + lam * ops.JT(term)
