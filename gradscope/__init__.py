@@ -35,6 +35,7 @@ from .metrics import Agreement, Comparison, compare
 from .operators import JacobianOperators, LinearMap
 from .problem import FixedPointProblem, FixedPointResidual
 from .solvers import GMRES, BiCGSTAB, Dense, FixedPointIteration, Solution, linear_solve
+from .sweeps import SweepResult, sweep
 
 __version__ = "0.1.0"
 
@@ -61,10 +62,12 @@ __all__ = [
     "OneStep",
     "Picard",
     "Solution",
+    "SweepResult",
     "Unrolled",
     "compare",
     "estimate_gradient",
     "find_fixed_point",
     "linear_solve",
+    "sweep",
     "user_gradient",
 ]
