@@ -348,7 +348,9 @@ def _exact(problem: FixedPointProblem, g: torch.Tensor, estimator: Exact) -> Gra
     solver = estimator.solver
     ops = JacobianOperators(problem)
     with _measure(problem.device) as record:
-        graph_bytes = problem.linearization.graph_bytes  # built here if not yet: it is backward work
+        graph_bytes = (
+            problem.linearization.graph_bytes
+        )  # built here if not yet: it is backward work
         independent = problem.samples_independent
         if solver.per_sample and not independent:
             fail(
@@ -370,7 +372,9 @@ def _neumann(
     k, lam = estimator.steps, float(estimator.damping)
     ops = JacobianOperators(problem)
     with _measure(problem.device) as record:
-        graph_bytes = problem.linearization.graph_bytes  # built here if not yet: it is backward work
+        graph_bytes = (
+            problem.linearization.graph_bytes
+        )  # built here if not yet: it is backward work
         v, term = g, g
         for _ in range(k - 1):  # term_t = (B_λᵀ)^t g; v = Σ_{s≤t} term_s
             term = (1 - lam) * term + lam * ops.JT(term)

@@ -1,0 +1,47 @@
+"""The GPU-scale script's model, loader and CPU smoke mode."""
+
+import pickle
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
+
+import gpu_scale
+
+import gradscope as gs
+
+
+def test_cifar_loader_reads_a_python_batch_folder(tmp_path):
+    rng = np.random.default_rng(0)
+    data = rng.integers(0, 256, size=(12, 3072), dtype=np.uint8)
+    labels = list(rng.integers(0, 10, size=12))
+    with open(tmp_path / "data_batch_1", "wb") as f:
+        pickle.dump({b"data": data, b"labels": labels}, f)
+    x, y = gpu_scale.load_cifar10(tmp_path, 8)
+    assert x.shape == (8, 3, 32, 32) and y.tolist() == labels[:8]
+    # channel 0 of image 0, pixel (0, 0), normalised with the CIFAR-10 statistics
+    expected = (data[0, 0] / 255.0 - gpu_scale.CIFAR_MEAN[0]) / gpu_scale.CIFAR_STD[0]
+    assert abs(float(x[0, 0, 0, 0]) - expected) < 1e-6
+
+
+def test_multiscale_cell_is_a_well_posed_per_sample_deq():
+    torch.manual_seed(0)
+    model = gpu_scale.MDEQ(width=4).double()
+    images = torch.randn(2, 3, 32, 32, dtype=torch.float64)
+    with torch.no_grad():
+        x = model.stem(images)
+    assert x.shape == (2, model.cell.state_size())
+    fp = gs.find_fixed_point(model.cell, x, h0=torch.zeros_like(x), rtol=1e-10, max_steps=300)
+    assert fp.converged
+    problem = gs.FixedPointProblem.from_module(model.cell, fp.value, x)
+    assert problem.samples_independent  # group norm is per sample
+    exact = gs.estimate_gradient(problem, torch.randn_like(x), gs.Exact(gs.GMRES(rtol=1e-8)))
+    assert exact.solution.converged
+
+
+def test_smoke_mode_end_to_end(tmp_path):
+    assert gpu_scale.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "gpu_scale.csv").exists() and (tmp_path / "gpu_scale_facts.json").exists()
