@@ -55,7 +55,7 @@ root_doc = "index"
 
 # -- autodoc -------------------------------------------------------------------------
 autodoc_member_order = "bysource"
-autodoc_default_options = {"members": True, "show-inheritance": False}
+autodoc_default_options = {"members": True}
 autodoc_class_signature = "mixed"
 autoclass_content = "class"
 napoleon_google_docstring = True

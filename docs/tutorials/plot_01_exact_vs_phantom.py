@@ -122,11 +122,12 @@ for damping in (0.5, 1.0):
             rows.append((kind, damping, k, c.cosine, c.relative_error))
 
 fig, (ax_cos, ax_err) = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+# Colour: the damping; marker: the estimator (hollow circles UPG, crosses NPG).
 styles = {
-    ("UPG", 0.5): dict(color="C0", marker="o", ls="-"),
-    ("NPG", 0.5): dict(color="C1", marker="x", ls="--", ms=8),
-    ("UPG", 1.0): dict(color="C2", marker="o", ls="-"),
-    ("NPG", 1.0): dict(color="C3", marker="x", ls="--", ms=8),
+    ("UPG", 0.5): dict(color="C0", marker="o", mfc="none", ms=9, ls="-"),
+    ("NPG", 0.5): dict(color="C0", marker="x", ls="--"),
+    ("UPG", 1.0): dict(color="C1", marker="o", mfc="none", ms=9, ls="-"),
+    ("NPG", 1.0): dict(color="C1", marker="x", ls="--"),
 }
 for (kind, damping), style in styles.items():
     sel = [r for r in rows if r[0] == kind and r[1] == damping]
@@ -134,7 +135,9 @@ for (kind, damping), style in styles.items():
     ax_cos.plot([r[2] for r in sel], [r[3] for r in sel], label=label, **style)
     ax_err.semilogy([r[2] for r in sel], [r[4] for r in sel], label=label, **style)
 ax_cos.set(xlabel="steps k", ylabel="cosine to the exact gradient", title="Direction")
-ax_err.set(xlabel="steps k", ylabel="‖∇̂ − ∇‖ / ‖∇‖", title="Relative error")
+ax_err.set(
+    xlabel="steps k", ylabel=r"$\|\hat\nabla - \nabla\| \,/\, \|\nabla\|$", title="Relative error"
+)
 ax_cos.legend()
 for ax in (ax_cos, ax_err):
     ax.grid(alpha=0.3)
