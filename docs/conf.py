@@ -94,7 +94,6 @@ sphinx_gallery_conf = {
     "image_scrapers": ("matplotlib",),
     "reset_modules": ("matplotlib",),
     "doc_module": ("gradscope",),
-    "reference_url": {"gradscope": None},
     "show_memory": False,
     "plot_gallery": "True",
     "write_computation_times": False,
