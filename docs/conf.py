@@ -42,6 +42,7 @@ extensions = [
 INTERSPHINX = os.environ.get("GRADSCOPE_DOCS_INTERSPHINX", "0") == "1"
 if INTERSPHINX:
     extensions.append("sphinx.ext.intersphinx")
+    intersphinx_timeout = 10
     intersphinx_mapping = {
         "python": ("https://docs.python.org/3", None),
         "torch": ("https://pytorch.org/docs/stable", None),
