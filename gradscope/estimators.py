@@ -83,7 +83,7 @@ class Exact:
 
 @dataclass(frozen=True)
 class Unrolled:
-    """The unrolling-based phantom gradient UPG A(k, λ) (Geng et al. 2021, eq. 9).
+    """The unrolling-based phantom gradient UPG A(k, λ) (Geng et al. 2021, equation 9).
 
     From ``h₀ = stopgrad(h*)`` run ``h_{t+1} = (1 − λ)h_t + λF(h_t, x; θ)`` for k steps
     and backpropagate ``g`` through them; Jacobians are taken along the trajectory.
@@ -109,7 +109,7 @@ class Unrolled:
 
 @dataclass(frozen=True)
 class Neumann:
-    r"""The Neumann-series phantom gradient NPG (Geng et al. 2021, eq. 10).
+    r"""The Neumann-series phantom gradient NPG (Geng et al. 2021, equation 10).
 
     ``v ← g``, then k − 1 times ``v ← g + B_λᵀ v``, then ``∇̂ = λ F_θᵀ v`` — that is
     ``λ F_θᵀ Σ_{t<k} (B_λᵀ)^t g`` with ``B_λ = (1 − λ)I + λJ`` at h*. k VJPs, one graph
@@ -145,12 +145,12 @@ class OneStep:
 
     @property
     def steps(self) -> int:
-        """K = 1."""
+        """The number of steps, k = 1."""
         return 1
 
     @property
     def damping(self) -> float:
-        """λ = 1."""
+        """The damping, λ = 1."""
         return 1.0
 
 

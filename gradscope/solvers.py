@@ -10,14 +10,14 @@ basis, Hessenberg matrix and stopping test, while every product stays one batche
 VJP. This is valid only when the samples are independent (J block-diagonal), which
 :class:`~gradscope.FixedPointProblem` checks; ``per_sample=None`` picks it when valid.
 
-========================  ==================================  ========================
-solver                    converges when                      products per step
-========================  ==================================  ========================
-:class:`Dense`            A is non-singular                   n (to build A), once
-:class:`GMRES`            A is non-singular (restarts aside)  1
-:class:`BiCGSTAB`         A is non-singular (may break down)  2
-:class:`FixedPointIteration`  ρ(I − A) < 1, i.e. ρ(J) < 1     1
-========================  ==================================  ========================
+============================  ==================================  =====================
+solver                        converges when                      products per step
+============================  ==================================  =====================
+:class:`Dense`                A is non-singular                   n (to build A), once
+:class:`GMRES`                A is non-singular (restarts aside)  1
+:class:`BiCGSTAB`             A is non-singular (may break down)  2
+:class:`FixedPointIteration`  ρ(I − A) < 1, i.e. ρ(J) < 1         1
+============================  ==================================  =====================
 """
 
 from __future__ import annotations
