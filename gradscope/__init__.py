@@ -36,6 +36,34 @@ from .operators import JacobianOperators, LinearMap
 from .problem import FixedPointProblem, FixedPointResidual
 from .solvers import GMRES, BiCGSTAB, Dense, FixedPointIteration, Solution, linear_solve
 
+# --- spectral and theory (issue 4) ---------------------------------------------------
+from .spectral import (
+    Arnoldi,
+    DenseSpectrum,
+    Lanczos,
+    PowerIteration,
+    ScipyEigs,
+    SpectralEstimate,
+    damped_power_norm,
+    power_method_radius,
+    smallest_singular_value,
+    spectral_norm,
+    spectral_radius,
+)
+from .theory import (
+    AscentCheck,
+    DampingChoice,
+    DampingLimit,
+    StepsNeeded,
+    check_ascent,
+    damping_limit,
+    optimal_damping,
+    param_singular_values,
+    steps_needed,
+)
+
+# --- end spectral and theory ---------------------------------------------------------
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -68,3 +96,28 @@ __all__ = [
     "linear_solve",
     "user_gradient",
 ]
+
+# --- spectral and theory (issue 4) ---------------------------------------------------
+__all__ += [
+    "Arnoldi",
+    "AscentCheck",
+    "DampingChoice",
+    "DampingLimit",
+    "DenseSpectrum",
+    "Lanczos",
+    "PowerIteration",
+    "ScipyEigs",
+    "SpectralEstimate",
+    "StepsNeeded",
+    "check_ascent",
+    "damped_power_norm",
+    "damping_limit",
+    "optimal_damping",
+    "param_singular_values",
+    "power_method_radius",
+    "smallest_singular_value",
+    "spectral_norm",
+    "spectral_radius",
+    "steps_needed",
+]
+# --- end spectral and theory ---------------------------------------------------------
