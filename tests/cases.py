@@ -39,12 +39,14 @@ def block_matrix(
     rest: float = 0.6,
     offdiag: float = 0.0,
     phi: float = 2.0,
-) -> torch.Tensor:
+    with_eigenvalues: bool = False,
+):
     """A d×d matrix with spectral radius ``rho``.
 
     kind: ``"real"`` (leading real eigenvalue ``-rho`` or ``rho``), ``"complex"`` (leading
     pair ``rho·e^{±iφ}``). The other eigenvalues are real, uniform in ``[-rest, rest]``.
     ``offdiag`` > 0 adds a strictly upper-triangular part of that scale (non-normal).
+    With ``with_eigenvalues`` returns ``(W, μ)``, the eigenvalues known by construction.
     """
     T = torch.zeros(d, d, dtype=DT)
     others = (torch.rand(d, generator=g, dtype=DT) * 2 - 1) * rest
@@ -62,7 +64,18 @@ def block_matrix(
         upper[:2, :2] = 0
         T = T + offdiag * upper / math.sqrt(d)
     Q = _orthogonal(d, g)
-    return Q @ T @ Q.T
+    W = Q @ T @ Q.T
+    if not with_eigenvalues:
+        return W
+    mu = others.to(torch.complex128).clone()
+    if kind == "real":
+        mu[0] = rho
+    else:
+        mu[0], mu[1] = (
+            rho * complex(math.cos(phi), math.sin(phi)),
+            rho * complex(math.cos(phi), -math.sin(phi)),
+        )
+    return W, mu
 
 
 def linear_problem(W: torch.Tensor, seed: int = 0) -> gs.FixedPointProblem:
