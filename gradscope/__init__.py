@@ -61,6 +61,7 @@ from .theory import (
     param_singular_values,
     steps_needed,
 )
+from .theory_report import Finding, TheoryReport, check_theory
 
 # --- end spectral and theory ---------------------------------------------------------
 
@@ -104,12 +105,15 @@ __all__ += [
     "DampingChoice",
     "DampingLimit",
     "DenseSpectrum",
+    "Finding",
     "Lanczos",
     "PowerIteration",
     "ScipyEigs",
     "SpectralEstimate",
     "StepsNeeded",
+    "TheoryReport",
     "check_ascent",
+    "check_theory",
     "damped_power_norm",
     "damping_limit",
     "optimal_damping",

@@ -241,3 +241,45 @@ def test_bad_input_raises_clearly():
         gs.check_ascent(lin, "npg")
     with pytest.raises(ValueError, match="no eigenvalues"):
         gs.damping_limit(torch.tensor([]))
+
+
+# ---------------------------------------------------------------------- check_theory
+def test_check_theory_report_reads_and_cites():
+    import json
+
+    problem, cot = _tanh_problem(3, 4, 0.9, seed=1, batch=2)
+    report = gs.check_theory(problem, gs.Neumann(5, 0.9), cot)
+    text = str(report)
+    for name in ("ρ(J)", "‖J‖₂", "σ_min(I − J)", "λ_max", "Theorem 1", "cosine", "Recommendation"):
+        assert name in text
+    assert "Geng et al. 2021, Theorem 1" in text and "derived, THEORY.md §5" in text
+    data = report.to_dict()
+    json.dumps(data)
+    assert all(f["source"] for f in data["findings"])
+    ops = gs.JacobianOperators(problem)
+    J = ops.J.dense(per_sample=True)
+    assert report["ρ(J)"].value == pytest.approx(
+        float(torch.linalg.eigvals(J).abs().max()), rel=1e-10
+    )
+    assert report["‖J‖₂"].value == pytest.approx(
+        float(torch.linalg.matrix_norm(J, 2).max()), rel=1e-10
+    )
+    exact = gs.estimate_gradient(problem, cot, gs.Exact())
+    npg = gs.estimate_gradient(problem, cot, gs.Neumann(5, 0.9))
+    assert report["cosine"].value == pytest.approx(gs.compare(npg, exact).cosine, rel=1e-10)
+
+
+def test_check_theory_flags_inadmissible_damping():
+    # μ = -3: only λ < 0.5 converges; the report says so and recommends a smaller λ
+    W = torch.diag(torch.tensor([-3.0, 0.2, 0.5], dtype=DT))
+    fn = lambda p, h, x: p["W"] @ h + p["b"] + x  # noqa: E731
+    x = torch.ones(3, dtype=DT)
+    h = torch.linalg.solve(torch.eye(3, dtype=DT) - W, x)
+    problem = gs.FixedPointProblem.from_function(fn, {"W": W, "b": torch.zeros(3, dtype=DT)}, h, x)
+    report = gs.check_theory(problem, gs.Neumann(5, 0.8), torch.ones(3, dtype=DT))
+    assert report.limit.value == pytest.approx(0.5)
+    assert report["λ = 0.8 admissible"].value is False
+    assert "outside this range" in report.recommendation
+    assert report.optimum.damping == pytest.approx(2 / (2 + 3 - 0.5), rel=1e-6)
+    with pytest.raises(TypeError, match="estimator"):
+        gs.check_theory(problem, None)
