@@ -37,6 +37,35 @@ from .problem import FixedPointProblem, FixedPointResidual
 from .solvers import GMRES, BiCGSTAB, Dense, FixedPointIteration, Solution, linear_solve
 from .sweeps import SweepResult, sweep
 
+# --- spectral and theory (issue 4) ---------------------------------------------------
+from .spectral import (
+    Arnoldi,
+    DenseSpectrum,
+    Lanczos,
+    PowerIteration,
+    ScipyEigs,
+    SpectralEstimate,
+    damped_power_norm,
+    power_method_radius,
+    smallest_singular_value,
+    spectral_norm,
+    spectral_radius,
+)
+from .theory import (
+    AscentCheck,
+    DampingChoice,
+    DampingLimit,
+    StepsNeeded,
+    check_ascent,
+    damping_limit,
+    optimal_damping,
+    param_singular_values,
+    steps_needed,
+)
+from .theory_report import Finding, TheoryReport, check_theory
+
+# --- end spectral and theory ---------------------------------------------------------
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -71,3 +100,31 @@ __all__ = [
     "sweep",
     "user_gradient",
 ]
+
+# --- spectral and theory (issue 4) ---------------------------------------------------
+__all__ += [
+    "Arnoldi",
+    "AscentCheck",
+    "DampingChoice",
+    "DampingLimit",
+    "DenseSpectrum",
+    "Finding",
+    "Lanczos",
+    "PowerIteration",
+    "ScipyEigs",
+    "SpectralEstimate",
+    "StepsNeeded",
+    "TheoryReport",
+    "check_ascent",
+    "check_theory",
+    "damped_power_norm",
+    "damping_limit",
+    "optimal_damping",
+    "param_singular_values",
+    "power_method_radius",
+    "smallest_singular_value",
+    "spectral_norm",
+    "spectral_radius",
+    "steps_needed",
+]
+# --- end spectral and theory ---------------------------------------------------------

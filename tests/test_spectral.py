@@ -1,0 +1,185 @@
+"""Spectral estimates against dense torch.linalg references (float64, seeded)."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+import gradscope as gs
+from spectral_cases import DT, block_matrix, linear_problem, tanh_problem
+
+
+def _batch(d: int, B: int, seed: int, **kw) -> torch.Tensor:
+    return _batch_mu(d, B, seed, **kw)[0]
+
+
+def _batch_mu(d: int, B: int, seed: int, **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample matrices and their eigenvalues, known by construction (no dense eig)."""
+    g = torch.Generator().manual_seed(seed)
+    pairs = [block_matrix(d, g, rho=0.9 + 0.03 * b, with_eigenvalues=True, **kw) for b in range(B)]
+    return torch.stack([W for W, _ in pairs]), torch.stack([mu for _, mu in pairs])
+
+
+CASES = [
+    ("normal-real", 64, 4, {"kind": "real"}),
+    ("normal-complex", 64, 4, {"kind": "complex"}),
+    ("nonnormal-real", 64, 4, {"kind": "real", "offdiag": 2.0}),
+    ("nonnormal-complex", 96, 3, {"kind": "complex", "offdiag": 2.0}),
+    ("nonnormal-complex-1024", 1024, 1, {"kind": "complex", "offdiag": 1.0}),
+    ("normal-real-1024", 1024, 2, {"kind": "real"}),
+]
+
+
+@functools.cache
+def _build(index: int):
+    name, d, B, kw = CASES[index]
+    W, mu = _batch_mu(d, B, seed=len(name) + d, **kw)
+    return linear_problem(W), W, mu, kw.get("offdiag", 0.0) == 0.0
+
+
+@pytest.fixture(params=range(len(CASES)), ids=[c[0] for c in CASES])
+def case(request):
+    return _build(request.param)
+
+
+# dense SVD of a 1024×1024 non-normal block is too slow for the suite: norms on the others
+NORM_CASES = [i for i, c in enumerate(CASES) if c[1] <= 128 or not c[3].get("offdiag")]
+
+
+@pytest.fixture(params=NORM_CASES, ids=[CASES[i][0] for i in NORM_CASES])
+def norm_case(request):
+    return _build(request.param)
+
+
+def test_spectral_radius_within_one_percent_in_100_products(case):
+    problem, W, mu, _ = case
+    est = gs.spectral_radius(problem, gs.Arnoldi(max_steps=100))
+    ref = mu.abs().amax(-1)
+    if W.shape[-1] <= 128:  # the construction is right: dense check where it is cheap
+        assert torch.allclose(torch.linalg.eigvals(W).abs().amax(-1), ref, rtol=1e-10)
+    assert est.matvecs <= 100
+    assert torch.allclose(est.per_sample, ref, rtol=1e-2, atol=0)
+    assert est.value == pytest.approx(float(ref.max()), rel=1e-2)
+    assert est.eigenvalues.dtype == torch.complex128
+    assert est.eigenvalues.shape[0] == W.shape[0]
+    assert est.converged
+
+
+def test_spectral_norm_and_smallest_singular_value_within_one_percent(norm_case):
+    problem, W, mu, normal = norm_case
+    norm = gs.spectral_norm(problem, gs.Lanczos(max_steps=100))
+    smin = gs.smallest_singular_value(problem, gs.Lanczos(max_steps=150))
+    if normal:  # singular values of a normal matrix are |μ|, those of I − W are |1 − μ|
+        ref_norm, ref_smin = mu.abs().amax(-1), (1 - mu).abs().amin(-1)
+    else:
+        eye = torch.eye(W.shape[-1], dtype=DT)
+        ref_norm = torch.linalg.matrix_norm(W, 2)
+        ref_smin = torch.linalg.svdvals(eye - W)[..., -1]
+    assert torch.allclose(norm.per_sample, ref_norm, rtol=1e-2, atol=0)
+    assert torch.allclose(smin.per_sample, ref_smin, rtol=1e-2, atol=0)
+    assert smin.value == pytest.approx(float(ref_smin.min()), rel=1e-2)
+    assert (norm.residual >= 0).all()
+
+
+def test_complex_leading_pair_is_found_and_power_method_is_not():
+    g = torch.Generator().manual_seed(1)
+    W = block_matrix(32, g, kind="complex", rho=0.9, phi=2.0)[None]
+    problem = linear_problem(W)
+    est = gs.spectral_radius(problem)
+    top = est.eigenvalues[0, :2]
+    assert torch.allclose(top.abs(), torch.full((2,), 0.9, dtype=DT), rtol=1e-8)
+    assert torch.allclose(top.imag.abs(), torch.full((2,), 0.9 * np.sin(2.0), dtype=DT), rtol=1e-8)
+    peers = gs.power_method_radius(problem)
+    assert abs(peers.value - 0.9) > 0.05  # the Rayleigh quotient oscillates on a complex pair
+    assert not peers.converged
+
+
+def test_references_agree_on_a_tanh_network():
+    problem = tanh_problem(d=40, n=8, batch=3, scale=0.9)
+    dense = gs.spectral_radius(problem, gs.DenseSpectrum())
+    arnoldi = gs.spectral_radius(problem, gs.Arnoldi(max_steps=40))
+    scipy = gs.spectral_radius(problem, gs.ScipyEigs())
+    J = torch.func.vmap(
+        torch.func.jacrev(lambda h, x: problem.fn(problem.params, h[None], x[None])[0])
+    )(problem.h_star, problem.inputs[0])
+    ref = torch.linalg.eigvals(J).abs().amax(-1)
+    for est in (dense, arnoldi, scipy):
+        assert torch.allclose(est.per_sample, ref, rtol=1e-8), est
+    assert dense.per_sample.shape == (3,)
+
+
+def test_coupled_samples_give_one_value():
+    # a cell that mixes the batch (mean over samples) has one spectrum for the whole state
+    g = torch.Generator().manual_seed(3)
+    W = 0.3 * torch.randn(5, 5, generator=g, dtype=DT)
+    x = torch.randn(4, 5, generator=g, dtype=DT)
+
+    def fn(p, h, x):
+        return h @ p["W"].T + 0.5 * h.mean(0, keepdim=True) + x
+
+    M = torch.kron(torch.eye(4, dtype=DT), W) + 0.5 * torch.kron(
+        torch.full((4, 4), 0.25, dtype=DT), torch.eye(5, dtype=DT)
+    )
+    h = torch.linalg.solve(torch.eye(20, dtype=DT) - M, x.reshape(-1)).reshape(4, 5)
+    problem = gs.FixedPointProblem.from_function(fn, {"W": W}, h, x)
+    assert not problem.samples_independent
+    est = gs.spectral_radius(problem)
+    assert est.per_sample.shape == (1,)
+    assert est.value == pytest.approx(float(torch.linalg.eigvals(M).abs().max()), rel=1e-10)
+    norm = gs.spectral_norm(problem)
+    assert norm.value == pytest.approx(float(torch.linalg.matrix_norm(M, 2)), rel=1e-8)
+
+
+def test_damped_power_norm_matches_dense_and_sees_transient_growth():
+    # non-normal 2×2: ρ(B) < 1 but ‖B^k‖ grows before it decays
+    W = torch.tensor([[0.5, 4.0], [0.0, 0.5]], dtype=DT)
+    problem = linear_problem(W)
+    lam = 0.8
+    B = (1 - lam) * torch.eye(2, dtype=DT) + lam * W
+    norms = []
+    for k in (1, 2, 3, 8, 20):
+        est = gs.damped_power_norm(problem, lam, k)
+        ref = torch.linalg.matrix_norm(torch.linalg.matrix_power(B, k), 2)
+        assert est.value == pytest.approx(float(ref), rel=1e-8)
+        dense = gs.damped_power_norm(problem, lam, k, gs.DenseSpectrum())
+        assert dense.value == pytest.approx(float(ref), rel=1e-12)
+        norms.append(est.value)
+    assert norms[1] > norms[0] > 1 and norms[-1] < 1  # growth first, decay later
+
+
+def test_scipy_reference_on_larger_block():
+    W = _batch(40, 2, seed=5, kind="real", offdiag=1.0)
+    problem = linear_problem(W)
+    est = gs.spectral_radius(problem, gs.ScipyEigs(eigenvalues=4))
+    ref = torch.linalg.eigvals(W).abs().amax(-1)
+    assert torch.allclose(est.per_sample, ref, rtol=1e-8)
+    assert est.max_residual < 1e-8
+
+
+def test_diagnostics_do_not_touch_global_rng():
+    problem = linear_problem(_batch(8, 2, seed=0, kind="real"))
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    gs.spectral_radius(problem)
+    gs.spectral_norm(problem)
+    gs.power_method_radius(problem)
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_bad_input_raises_clearly():
+    problem = linear_problem(_batch(4, 1, seed=0, kind="real"))
+    with pytest.raises(ValueError, match="damping"):
+        gs.damped_power_norm(problem, 1.5, 2)
+    with pytest.raises(ValueError, match="damping"):
+        gs.damped_power_norm(problem, 0.0, 2)
+    with pytest.raises(ValueError, match="steps"):
+        gs.damped_power_norm(problem, 0.5, 0)
+    with pytest.raises(TypeError, match="method"):
+        gs.spectral_radius(problem, gs.Lanczos())
+    with pytest.raises(TypeError, match="FixedPointProblem"):
+        gs.spectral_norm(torch.eye(2))
+    with pytest.raises(ValueError, match="max_steps"):
+        gs.Arnoldi(max_steps=0)

@@ -1,0 +1,285 @@
+"""Damping bounds, steps needed and Theorem 1, against brute force and dense references."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import gradscope as gs
+from spectral_cases import DT, block_matrix, linear_problem
+
+
+def _rho_B(W: torch.Tensor, lam: float) -> float:
+    eye = torch.eye(W.shape[-1], dtype=DT)
+    return float(torch.linalg.eigvals((1 - lam) * eye + lam * W).abs().max())
+
+
+SPECTRA = {
+    "real-negative": lambda g: block_matrix(12, g, kind="real", rho=3.0, rest=0.5),
+    "complex": lambda g: block_matrix(12, g, kind="complex", rho=1.4, phi=2.5, rest=0.5),
+    "contractive": lambda g: block_matrix(12, g, kind="real", rho=0.9, rest=0.8, offdiag=1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(SPECTRA))
+def test_damping_limit_and_optimum_match_brute_force_scan(name):
+    g = torch.Generator().manual_seed(7)
+    W = SPECTRA[name](g)
+    if name == "real-negative":  # leading eigenvalue -3: needs λ < 0.5
+        W = -W
+    problem = linear_problem(W)
+    limit = gs.damping_limit(problem)
+    grid = np.linspace(1e-3, 3.0, 3000)
+    rho = np.array([_rho_B(W, lam) for lam in grid])
+    below = grid[rho < 1]
+    assert limit.exists
+    # the admissible set is the interval (0, λ_max): its right end is the last grid point with ρ < 1
+    assert below.max() <= limit.value + 1e-3 and limit.value - below.max() <= grid[1] - grid[0]
+    assert np.all(rho[grid < limit.value - 1e-9] < 1) and np.all(
+        rho[grid > limit.value + 1e-9] >= 1 - 1e-12
+    )
+    # optimum over (0, 1]: the grid minimiser
+    choice = gs.optimal_damping(problem)
+    fine = np.linspace(1e-4, 1.0, 10000)
+    values = np.array([_rho_B(W, lam) for lam in fine[::10]])
+    coarse_best = fine[::10][values.argmin()]
+    local = fine[np.abs(fine - coarse_best) <= 2e-3]
+    local_values = np.array([_rho_B(W, lam) for lam in local])
+    assert abs(choice.damping - local[local_values.argmin()]) <= 2e-4
+    assert choice.radius <= local_values.min() + 1e-9
+    assert choice.radius == pytest.approx(_rho_B(W, choice.damping), rel=1e-10)
+
+
+def test_closed_form_real_spectrum():
+    mu = torch.tensor([-0.9, 0.2, 0.7], dtype=DT)
+    choice = gs.optimal_damping(mu)
+    assert choice.damping == pytest.approx(2 / (2 + 0.9 - 0.7), rel=1e-8)
+    assert choice.radius == pytest.approx((0.7 + 0.9) / (2 + 0.9 - 0.7), rel=1e-8)
+    assert gs.damping_limit(torch.tensor([-3.0])).value == pytest.approx(0.5)
+
+
+def test_no_admissible_damping_is_reported_not_raised():
+    limit = gs.damping_limit(torch.tensor([1.5 + 0.2j, 0.3]))
+    assert not limit.exists and limit.value is None and not limit.admits(0.1)
+    assert "no damping" in limit.message
+    assert not gs.optimal_damping(torch.tensor([1.5, 0.3])).converges
+
+
+def test_steps_needed_sees_non_normal_transient_growth():
+    # ρ(B) = 0.6 but ‖B^k‖ first grows: ρ^k underestimates k
+    W = torch.tensor([[0.5, 6.0, 0.0], [0.0, 0.5, 6.0], [0.0, 0.0, 0.3]], dtype=DT)
+    problem = linear_problem(W)
+    lam, tol = 0.8, 1e-4
+    result = gs.steps_needed(problem, lam, tol=tol, kappa=2.0)
+    eye = torch.eye(3, dtype=DT)
+    B = (1 - lam) * eye + lam * W
+    brute = [
+        float(torch.linalg.matrix_norm(torch.linalg.matrix_power(B, k), 2)) for k in range(1, 200)
+    ]
+    assert result.norms == pytest.approx(brute[: len(result.norms)], rel=1e-10)
+    assert result.tolerance_steps == next(k for k, n in enumerate(brute, 1) if n <= tol)
+    assert result.theorem1_steps == next(k for k, n in enumerate(brute, 1) if n <= 1 / 4)
+    assert result.radius == pytest.approx(1 - lam * 0.5, rel=1e-12)
+    assert result.asymptotic_steps == math.ceil(math.log(tol) / math.log(0.6))
+    assert result.tolerance_steps > result.asymptotic_steps
+    assert result.transient_growth and "non-normal" in result.note
+    # the matrix-free path agrees
+    free = gs.steps_needed(problem, lam, tol=tol, kappa=2.0, dense=False, max_steps=60)
+    assert free.tolerance_steps == result.tolerance_steps
+
+
+def test_steps_needed_is_vacuous_without_enough_parameters():
+    W = block_matrix(4, torch.Generator().manual_seed(0), kind="real", rho=0.5)
+    result = gs.steps_needed(linear_problem(W), 0.5)  # p = 16 ≥ d = 4, but F_θ = h*ᵀ ⊗ I has rank 4
+    assert result.kappa == pytest.approx(1.0)  # F_θ F_θᵀ = ‖h*‖² I
+    fn = lambda p, h: p["a"] * h  # noqa: E731 — one parameter, d = 3: σ_min = 0
+    problem = gs.FixedPointProblem.from_function(
+        fn, {"a": torch.tensor(0.5, dtype=DT)}, torch.zeros(3, dtype=DT)
+    )
+    vac = gs.steps_needed(problem, 0.5)
+    assert vac.theorem1_steps is None and "vacuous" in vac.note and math.isinf(vac.kappa)
+
+
+# ---------------------------------------------------------------------- Theorem 1
+def _tanh_problem(d: int, n: int, scale: float, seed: int, batch: int = 0) -> tuple:
+    g = torch.Generator().manual_seed(seed)
+    p = {
+        "W": torch.randn(d, d, generator=g, dtype=DT) * scale / math.sqrt(d),
+        "U": torch.randn(d, n, generator=g, dtype=DT),
+        "b": torch.randn(d, generator=g, dtype=DT) * 0.3,
+    }
+    x = torch.randn((batch, n) if batch else (n,), generator=g, dtype=DT)
+
+    def fn(p, h, x):
+        return torch.tanh(h @ p["W"].T + x @ p["U"].T + p["b"])
+
+    h0 = torch.zeros((batch, d) if batch else (d,), dtype=DT)
+    fp = gs.find_fixed_point(
+        lambda h, x: fn(p, h, x), x, h0=h0, rtol=1e-13, max_steps=2000, warn=False
+    )
+    problem = gs.FixedPointProblem.from_function(fn, p, fp.value, x, rtol=1.0)
+    cot = torch.randn(h0.shape, generator=g, dtype=DT)
+    return problem, cot
+
+
+def _estimator(kind: int, k: int, lam: float):
+    return [gs.Neumann(k, lam), gs.Unrolled(k, lam), gs.OneStep(), gs.Exact(gs.Dense())][kind]
+
+
+def _violates(check: gs.AscentCheck) -> bool:
+    scale = check.comparison.overall.estimate_norm * check.comparison.overall.reference_norm
+    return check.holds and check.inner < -1e-12 * max(scale, 1e-300)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    d=st.integers(1, 3),
+    extra=st.integers(0, 3),
+    scale=st.floats(0.05, 1.5),
+    seed=st.integers(0, 10_000),
+    kind=st.integers(0, 3),
+    k=st.integers(1, 30),
+    lam=st.floats(0.1, 1.0),
+    batch=st.sampled_from([0, 0, 2]),
+)
+def test_theorem1_holds_implies_ascent(d, extra, scale, seed, kind, k, lam, batch):
+    problem, cot = _tanh_problem(d, d + extra, scale, seed, batch)
+    if not bool(torch.isfinite(problem.h_star).all()) or problem.residual.max_relative > 1e-8:
+        return
+    check = gs.check_ascent(problem, _estimator(kind, k, lam), cot, dense=True)
+    assert check.verdict in ("holds", "fails", "vacuous")
+    assert not _violates(check), check
+
+
+def test_theorem1_holds_in_a_good_fraction_and_never_misleads():
+    verdicts = []
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        d = int(rng.integers(1, 4))
+        problem, cot = _tanh_problem(
+            d, d + int(rng.integers(0, 3)), float(rng.uniform(0.05, 1.0)), seed
+        )
+        est = _estimator(seed % 4, int(rng.integers(5, 30)), float(rng.uniform(0.3, 1.0)))
+        check = gs.check_ascent(problem, est, cot, dense=True)
+        assert not _violates(check)
+        verdicts.append(check.verdict)
+    assert verdicts.count("holds") >= 15, verdicts
+    assert "vacuous" not in verdicts  # p ≥ d and U x makes F_θ full row rank
+
+
+def test_theorem1_identity_for_neumann_and_vacuous_case():
+    problem, cot = _tanh_problem(3, 4, 0.8, seed=1)
+    k, lam = 4, 0.7
+    check = gs.check_ascent(problem, gs.Neumann(k, lam), cot, dense=True)
+    ops = gs.JacobianOperators(problem)
+    F = ops.param_jacobian_dense()
+    B = (1 - lam) * torch.eye(3, dtype=DT) + lam * ops.J.dense()
+    ref = torch.linalg.matrix_norm(
+        F.T @ torch.linalg.matrix_power(B.T, k), 2
+    )  # ‖E_neu‖ = ‖F_θᵀ(Bᵀ)^k‖
+    assert check.error_norm == pytest.approx(float(ref), rel=1e-10)
+    s = torch.linalg.svdvals(F)
+    assert check.sigma_max == pytest.approx(float(s[0])) and check.sigma_min == pytest.approx(
+        float(s[2])
+    )
+    # fewer parameters than state entries: vacuous, not "fails"
+    W = 0.3 * torch.eye(3, dtype=DT)
+    small = gs.FixedPointProblem.from_function(
+        lambda p, h: p["a"] * (W @ h), {"a": torch.tensor(1.0, dtype=DT)}, torch.zeros(3, dtype=DT)
+    )
+    vac = gs.check_ascent(small, gs.OneStep(), torch.ones(3, dtype=DT))
+    assert vac.verdict == "vacuous" and "vacuous" in vac.message
+
+
+@pytest.mark.parametrize(
+    "estimator", [gs.Neumann(3, 0.6), gs.Unrolled(3, 0.6), gs.OneStep(), gs.Exact(gs.Dense())]
+)
+def test_matrix_free_error_norm_matches_dense(estimator):
+    problem, _ = _tanh_problem(4, 6, 0.9, seed=3, batch=2)
+    dense = gs.check_ascent(problem, estimator, dense=True)
+    free = gs.check_ascent(problem, estimator, dense=False)
+    assert free.error_norm == pytest.approx(dense.error_norm, rel=1e-6, abs=1e-9)
+    assert free.sigma_max == pytest.approx(dense.sigma_max, rel=1e-8)
+    assert free.sigma_min == pytest.approx(dense.sigma_min, rel=1e-6)
+    assert free.verdict == dense.verdict
+
+
+def test_unrolled_at_inexact_fixed_point_is_still_a_linear_map():
+    problem, cot = _tanh_problem(3, 4, 0.8, seed=2)
+    rough = gs.FixedPointProblem.from_function(
+        problem.fn, problem.params, problem.h_star + 1e-3, *problem.inputs, rtol=1.0
+    )
+    dense = gs.check_ascent(rough, gs.Unrolled(4, 0.5), cot, dense=True)
+    free = gs.check_ascent(rough, gs.Unrolled(4, 0.5), dense=False)
+    assert free.error_norm == pytest.approx(dense.error_norm, rel=1e-6)
+
+
+def test_bad_input_raises_clearly():
+    problem = gs.FixedPointProblem.from_function(lambda p, h: 0.5 * h, {}, torch.zeros(2, dtype=DT))
+    with pytest.raises(ValueError, match="no parameters"):
+        gs.check_ascent(problem, gs.OneStep())
+    with pytest.raises(ValueError, match="no parameters"):
+        gs.param_singular_values(problem)
+    with pytest.raises(ValueError, match="no parameters"):
+        gs.steps_needed(problem, 0.5)
+    W = block_matrix(3, torch.Generator().manual_seed(0), kind="real", rho=0.5)
+    lin = linear_problem(W)
+    with pytest.raises(ValueError, match="damping"):
+        gs.steps_needed(lin, 1.5)
+    with pytest.raises(ValueError, match="damping"):
+        gs.steps_needed(lin, 0.0)
+    with pytest.raises(ValueError, match="max_steps"):
+        gs.steps_needed(lin, 0.5, max_steps=0)
+    with pytest.raises(ValueError, match="steps"):
+        gs.Neumann(0, 0.5)
+    with pytest.raises(TypeError, match="estimator"):
+        gs.check_ascent(lin, "npg")
+    with pytest.raises(ValueError, match="no eigenvalues"):
+        gs.damping_limit(torch.tensor([]))
+
+
+# ---------------------------------------------------------------------- check_theory
+def test_check_theory_report_reads_and_cites():
+    import json
+
+    problem, cot = _tanh_problem(3, 4, 0.9, seed=1, batch=2)
+    report = gs.check_theory(problem, gs.Neumann(5, 0.9), cot)
+    text = str(report)
+    for name in ("ρ(J)", "‖J‖₂", "σ_min(I − J)", "λ_max", "Theorem 1", "cosine", "Recommendation"):
+        assert name in text
+    assert "Geng et al. 2021, Theorem 1" in text and "derived, THEORY.md §5" in text
+    data = report.to_dict()
+    json.dumps(data)
+    assert all(f["source"] for f in data["findings"])
+    ops = gs.JacobianOperators(problem)
+    J = ops.J.dense(per_sample=True)
+    assert report["ρ(J)"].value == pytest.approx(
+        float(torch.linalg.eigvals(J).abs().max()), rel=1e-10
+    )
+    assert report["‖J‖₂"].value == pytest.approx(
+        float(torch.linalg.matrix_norm(J, 2).max()), rel=1e-10
+    )
+    exact = gs.estimate_gradient(problem, cot, gs.Exact())
+    npg = gs.estimate_gradient(problem, cot, gs.Neumann(5, 0.9))
+    assert report["cosine"].value == pytest.approx(gs.compare(npg, exact).cosine, rel=1e-10)
+
+
+def test_check_theory_flags_inadmissible_damping():
+    # μ = -3: only λ < 0.5 converges; the report says so and recommends a smaller λ
+    W = torch.diag(torch.tensor([-3.0, 0.2, 0.5], dtype=DT))
+    fn = lambda p, h, x: p["W"] @ h + p["b"] + x  # noqa: E731
+    x = torch.ones(3, dtype=DT)
+    h = torch.linalg.solve(torch.eye(3, dtype=DT) - W, x)
+    problem = gs.FixedPointProblem.from_function(fn, {"W": W, "b": torch.zeros(3, dtype=DT)}, h, x)
+    report = gs.check_theory(problem, gs.Neumann(5, 0.8), torch.ones(3, dtype=DT))
+    assert report.limit.value == pytest.approx(0.5)
+    assert report["λ = 0.8 admissible"].value is False
+    assert "outside this range" in report.recommendation
+    assert report.optimum.damping == pytest.approx(2 / (2 + 3 - 0.5), rel=1e-6)
+    with pytest.raises(TypeError, match="estimator"):
+        gs.check_theory(problem, None)
