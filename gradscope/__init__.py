@@ -35,7 +35,6 @@ from .metrics import Agreement, Comparison, compare
 from .operators import JacobianOperators, LinearMap
 from .problem import FixedPointProblem, FixedPointResidual
 from .solvers import GMRES, BiCGSTAB, Dense, FixedPointIteration, Solution, linear_solve
-from .sweeps import SweepResult, sweep
 
 # --- spectral and theory (issue 4) ---------------------------------------------------
 from .spectral import (
@@ -51,6 +50,7 @@ from .spectral import (
     spectral_norm,
     spectral_radius,
 )
+from .sweeps import SweepResult, sweep
 from .theory import (
     AscentCheck,
     DampingChoice,

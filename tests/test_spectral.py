@@ -7,9 +7,9 @@ import functools
 import numpy as np
 import pytest
 import torch
+from spectral_cases import DT, block_matrix, linear_problem, tanh_problem
 
 import gradscope as gs
-from spectral_cases import DT, block_matrix, linear_problem, tanh_problem
 
 
 def _batch(d: int, B: int, seed: int, **kw) -> torch.Tensor:

@@ -9,9 +9,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from spectral_cases import DT, block_matrix, linear_problem
 
 import gradscope as gs
-from spectral_cases import DT, block_matrix, linear_problem
 
 
 def _rho_B(W: torch.Tensor, lam: float) -> float:
@@ -97,7 +97,7 @@ def test_steps_needed_is_vacuous_without_enough_parameters():
     W = block_matrix(4, torch.Generator().manual_seed(0), kind="real", rho=0.5)
     result = gs.steps_needed(linear_problem(W), 0.5)  # p = 16 ≥ d = 4, but F_θ = h*ᵀ ⊗ I has rank 4
     assert result.kappa == pytest.approx(1.0)  # F_θ F_θᵀ = ‖h*‖² I
-    fn = lambda p, h: p["a"] * h  # noqa: E731 — one parameter, d = 3: σ_min = 0
+    fn = lambda p, h: p["a"] * h
     problem = gs.FixedPointProblem.from_function(
         fn, {"a": torch.tensor(0.5, dtype=DT)}, torch.zeros(3, dtype=DT)
     )
@@ -272,7 +272,7 @@ def test_check_theory_report_reads_and_cites():
 def test_check_theory_flags_inadmissible_damping():
     # μ = -3: only λ < 0.5 converges; the report says so and recommends a smaller λ
     W = torch.diag(torch.tensor([-3.0, 0.2, 0.5], dtype=DT))
-    fn = lambda p, h, x: p["W"] @ h + p["b"] + x  # noqa: E731
+    fn = lambda p, h, x: p["W"] @ h + p["b"] + x
     x = torch.ones(3, dtype=DT)
     h = torch.linalg.solve(torch.eye(3, dtype=DT) - W, x)
     problem = gs.FixedPointProblem.from_function(fn, {"W": W, "b": torch.zeros(3, dtype=DT)}, h, x)
