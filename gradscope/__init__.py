@@ -68,3 +68,18 @@ __all__ = [
     "linear_solve",
     "user_gradient",
 ]
+
+# ---- training: implicit layer, monitor, plots, synthetic models (issue 5) ----
+from .layers import BackwardStats, ForwardSolver, ImplicitLayer
+from .synthetic import DigitsData, DigitsDEQ, TanhCell, load_digits_tensors
+
+__all__ += [
+    "BackwardStats",
+    "DigitsDEQ",
+    "DigitsData",
+    "ForwardSolver",
+    "ImplicitLayer",
+    "TanhCell",
+    "load_digits_tensors",
+]
+# ---- end training block ----
