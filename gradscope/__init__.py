@@ -71,15 +71,35 @@ __all__ = [
 
 # ---- training: implicit layer, monitor, plots, synthetic models (issue 5) ----
 from .layers import BackwardStats, ForwardSolver, ImplicitLayer
+from .monitor import (
+    CSVSink,
+    Every,
+    GradientMonitor,
+    JSONLSink,
+    LoggingSink,
+    LogSpaced,
+    TensorBoardSink,
+    read_records,
+    spectral_norm_extra,
+)
 from .synthetic import DigitsData, DigitsDEQ, TanhCell, load_digits_tensors
 
 __all__ += [
     "BackwardStats",
+    "CSVSink",
     "DigitsDEQ",
     "DigitsData",
+    "Every",
     "ForwardSolver",
+    "GradientMonitor",
     "ImplicitLayer",
+    "JSONLSink",
+    "LogSpaced",
+    "LoggingSink",
     "TanhCell",
+    "TensorBoardSink",
     "load_digits_tensors",
+    "read_records",
+    "spectral_norm_extra",
 ]
 # ---- end training block ----
