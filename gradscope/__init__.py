@@ -70,6 +70,7 @@ __all__ = [
 ]
 
 # ---- training: implicit layer, monitor, plots, synthetic models (issue 5) ----
+from . import plots
 from .layers import BackwardStats, ForwardSolver, ImplicitLayer
 from .monitor import (
     CSVSink,
@@ -99,6 +100,7 @@ __all__ += [
     "TanhCell",
     "TensorBoardSink",
     "load_digits_tensors",
+    "plots",
     "read_records",
     "spectral_norm_extra",
 ]
