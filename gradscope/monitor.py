@@ -136,52 +136,64 @@ Schedule = Every | LogSpaced | Callable[[int], bool]
 class CSVSink:
     """Append records to a CSV file (header written once, flushed after each observation).
 
+    The file is opened at the first write, so a sink that never writes (another rank's)
+    leaves no file.
+
     Args:
-        path: the file; its folder is created.
+        path: the file; its folder is created at the first write.
 
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        new = not self.path.exists() or self.path.stat().st_size == 0
-        self._file = self.path.open("a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
-        if new:
-            self._writer.writeheader()
+        self._file = None
+        self._writer = None
 
     def write(self, rows: Sequence[dict]) -> None:
         """Write rows."""
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists() or self.path.stat().st_size == 0
+            self._file = self.path.open("a", newline="")
+            self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
+            if new:
+                self._writer.writeheader()
         self._writer.writerows(rows)
         self._file.flush()
 
     def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class JSONLSink:
-    """Append records to a JSON-lines file, one row per line.
+    """Append records to a JSON-lines file, one row per line (opened at the first write).
 
     Args:
-        path: the file; its folder is created.
+        path: the file; its folder is created at the first write.
 
     """
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a")
+        self._file = None
 
     def write(self, rows: Sequence[dict]) -> None:
         """Write rows."""
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a")
         for row in rows:
             self._file.write(json.dumps(row) + "\n")
         self._file.flush()
 
     def close(self) -> None:
         """Close the file."""
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
 
 
 class TensorBoardSink:
