@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from ._checks import check_positive, check_steps, fail
-from .estimators import Exact, Neumann, OneStep, Unrolled, _warn_if_series_grew
+from .estimators import Exact, Neumann, OneStep, Unrolled
+from .exceptions import ConvergenceWarning
 from .fixed_point import Anderson, FixedPointResult, Picard, find_fixed_point
 from .operators import LinearMap
 from .solvers import Solution, linear_solve
@@ -277,8 +278,16 @@ class ImplicitLayer(nn.Module):
                 u = lam * v if lam != 1.0 else v
                 g_norm = float(torch.linalg.vector_norm(g))
                 ratio = float(torch.linalg.vector_norm(term)) / g_norm if g_norm > 0 else 0.0
-                if self.warn and k > 1:
-                    _warn_if_series_grew(g, term, u, estimator)
+                if self.warn and k > 1 and (ratio > 1.0 or not bool(torch.isfinite(u).all())):
+                    warnings.warn(
+                        f"gradscope.ImplicitLayer: the {estimator.name} backward's Neumann terms "
+                        f"grew, ‖(B_λᵀ)^(k−1) g‖ / ‖g‖ = {ratio:.3g} > 1: ρ(B_λ) ≥ 1 (lower the "
+                        "damping λ) or B_λ is non-normal and its powers have not decayed yet "
+                        "(raise k). The gradient is unreliable; compare it with Exact() "
+                        "(gradscope.GradientMonitor).",
+                        ConvergenceWarning,
+                        stacklevel=2,
+                    )
                 stats = BackwardStats(
                     estimator.name, count[0] + 1, time.perf_counter() - start, None, ratio
                 )
