@@ -9,6 +9,16 @@ Inputs are the monitor's tidy records (a pandas DataFrame with columns
 :meth:`~gradscope.GradientMonitor.dataframe`), a DataFrame with columns ``k, damping,
 value`` for sweeps, complex eigenvalues for spectra and :class:`~gradscope.Solution`
 objects for residual traces.
+
+Example:
+    >>> import torch
+    >>> from gradscope import plots
+    >>> fig = plots.plot_spectrum(torch.tensor([0.5 + 0.2j, 0.5 - 0.2j, -0.3]), damping=0.5)
+    >>> fig.axes[0].get_title()
+    'Spectrum of J (ρ(J) = 0.539)'
+    >>> import matplotlib.pyplot as plt
+    >>> plt.close(fig)
+
 """
 
 from __future__ import annotations

@@ -82,6 +82,39 @@ def test_layer_exact_gradient_matches_closed_form_of_a_linear_cell():
     assert layer.last_backward.solution.converged
 
 
+class CoupledCell(torch.nn.Module):
+    """F(h, x) = tanh(0.5 BN(W h) + x): BatchNorm in train mode couples the samples."""
+
+    def __init__(self, d=5):
+        super().__init__()
+        self.W = torch.nn.Linear(d, d, bias=False)
+        self.bn = torch.nn.BatchNorm1d(d)
+
+    def forward(self, h, x):
+        return torch.tanh(0.5 * self.bn(self.W(h)) + x)
+
+
+def test_exact_backward_of_a_cell_coupling_the_samples():
+    torch.manual_seed(0)
+    cell = CoupledCell().double()
+    x = torch.randn(6, 5, dtype=F64, requires_grad=True)
+    g = torch.randn(6, 5, dtype=F64)
+    layer = gs.ImplicitLayer(
+        cell,
+        gs.Exact(gs.GMRES(rtol=1e-12)),
+        gs.ForwardSolver(rtol=1e-13, max_steps=300, per_sample=False),  # coupled: one Anderson
+    )
+    layer(x, h0=torch.zeros_like(x)).backward(g)
+    assert layer.last_forward.converged
+    assert layer._samples_independent is False  # probed: a per-sample solve would be wrong
+    problem = gs.FixedPointProblem.from_module(cell, layer.last_forward.value, x.detach())
+    assert not problem.samples_independent
+    dense = gs.estimate_gradient(problem, g, gs.Exact(gs.Dense(per_sample=False)))
+    for name, p in cell.named_parameters():
+        torch.testing.assert_close(p.grad, dense.grads[name], rtol=1e-9, atol=1e-11)
+    torch.testing.assert_close(x.grad, dense.input_grads[0], rtol=1e-9, atol=1e-11)
+
+
 def _graph_bytes(estimator, d=32, batch=16):
     torch.manual_seed(0)
     cell = gs.TanhCell(d, 0.8)
