@@ -128,3 +128,39 @@ __all__ += [
     "steps_needed",
 ]
 # --- end spectral and theory ---------------------------------------------------------
+# ---- training: implicit layer, monitor, plots, synthetic models (issue 5) ----
+from . import plots
+from .layers import BackwardStats, ForwardSolver, ImplicitLayer
+from .monitor import (
+    CSVSink,
+    Every,
+    GradientMonitor,
+    JSONLSink,
+    LoggingSink,
+    LogSpaced,
+    TensorBoardSink,
+    read_records,
+    spectral_norm_extra,
+)
+from .synthetic import DigitsData, DigitsDEQ, TanhCell, load_digits_tensors
+
+__all__ += [
+    "BackwardStats",
+    "CSVSink",
+    "DigitsDEQ",
+    "DigitsData",
+    "Every",
+    "ForwardSolver",
+    "GradientMonitor",
+    "ImplicitLayer",
+    "JSONLSink",
+    "LogSpaced",
+    "LoggingSink",
+    "TanhCell",
+    "TensorBoardSink",
+    "load_digits_tensors",
+    "plots",
+    "read_records",
+    "spectral_norm_extra",
+]
+# ---- end training block ----

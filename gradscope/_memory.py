@@ -17,13 +17,18 @@ class GraphMeter:
         self._seen: set[int] = set()
 
     def pack(self, t: torch.Tensor) -> torch.Tensor:
-        """Count ``t``'s storage once and hand ``t`` back."""
+        """Count ``t``'s storage once and hand back a detached alias of ``t``.
+
+        Detached, because a saved output packed as itself would hold its own ``grad_fn``:
+        a reference cycle through autograd's C++ graph that Python's garbage collector
+        cannot break, so every graph built under the hooks would leak.
+        """
         storage = t.untyped_storage()
         key = storage.data_ptr()
         if key not in self._seen:
             self._seen.add(key)
             self.bytes += storage.nbytes()
-        return t
+        return t.detach()
 
     def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
         """The context manager that routes saved tensors through :meth:`pack`."""
