@@ -19,6 +19,7 @@ Example:
 
 """
 
+from . import plots
 from .estimators import (
     Cost,
     Exact,
@@ -31,7 +32,19 @@ from .estimators import (
 )
 from .exceptions import ConvergenceError, ConvergenceWarning, FixedPointWarning
 from .fixed_point import Anderson, FixedPointResult, Picard, find_fixed_point
+from .layers import BackwardStats, ForwardSolver, ImplicitLayer
 from .metrics import Agreement, Comparison, compare
+from .monitor import (
+    CSVSink,
+    Every,
+    GradientMonitor,
+    JSONLSink,
+    LoggingSink,
+    LogSpaced,
+    TensorBoardSink,
+    read_records,
+    spectral_norm_extra,
+)
 from .operators import JacobianOperators, LinearMap
 from .problem import FixedPointProblem, FixedPointResidual
 from .solvers import GMRES, BiCGSTAB, Dense, FixedPointIteration, Solution, linear_solve
@@ -51,6 +64,7 @@ from .spectral import (
     spectral_radius,
 )
 from .sweeps import SweepResult, sweep
+from .synthetic import DigitsData, DigitsDEQ, TanhCell, load_digits_tensors
 from .theory import (
     AscentCheck,
     DampingChoice,
@@ -129,21 +143,6 @@ __all__ += [
 ]
 # --- end spectral and theory ---------------------------------------------------------
 # ---- training: implicit layer, monitor, plots, synthetic models (issue 5) ----
-from . import plots
-from .layers import BackwardStats, ForwardSolver, ImplicitLayer
-from .monitor import (
-    CSVSink,
-    Every,
-    GradientMonitor,
-    JSONLSink,
-    LoggingSink,
-    LogSpaced,
-    TensorBoardSink,
-    read_records,
-    spectral_norm_extra,
-)
-from .synthetic import DigitsData, DigitsDEQ, TanhCell, load_digits_tensors
-
 __all__ += [
     "BackwardStats",
     "CSVSink",

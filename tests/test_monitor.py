@@ -332,7 +332,7 @@ def test_watch_any_deq_with_a_function_cell():
     # and hands the monitor F as fn(params, h, x) with its parameters.
     torch.manual_seed(0)
     W = (0.5 * torch.randn(6, 6, dtype=F64) / 6**0.5).requires_grad_()
-    fn = lambda p, h, x: torch.tanh(h @ p["W"].T + x)  # noqa: E731
+    fn = lambda p, h, x: torch.tanh(h @ p["W"].T + x)
     x = torch.randn(4, 6, dtype=F64)
     fp = gs.find_fixed_point(lambda h, x: fn({"W": W.detach()}, h, x), x, rtol=1e-12)
     monitor = gs.GradientMonitor(
