@@ -44,6 +44,7 @@ from .monitor import (
     TensorBoardSink,
     read_records,
     spectral_norm_extra,
+    theory_extra,
 )
 from .operators import JacobianOperators, LinearMap
 from .problem import FixedPointProblem, FixedPointResidual
@@ -161,5 +162,6 @@ __all__ += [
     "plots",
     "read_records",
     "spectral_norm_extra",
+    "theory_extra",
 ]
 # ---- end training block ----

@@ -65,6 +65,7 @@ __all__ = [
     "TensorBoardSink",
     "read_records",
     "spectral_norm_extra",
+    "theory_extra",
 ]
 
 logger = logging.getLogger("gradscope.monitor")
@@ -322,6 +323,63 @@ def spectral_norm_extra(iterations: int = 20) -> Extra:
             sigma = float(torch.linalg.vector_norm(w))
             v = ops.JT(w)
         return {"jacobian_norm": sigma}
+
+    return extra
+
+
+THEOREM1_CODES = {"holds": 1.0, "vacuous": 0.0, "fails": -1.0}
+
+
+def theory_extra(estimator: Estimator | None = None, *, sample: int | None = 0) -> Extra:
+    r"""An ``extra`` callable: ρ(J), ‖J‖₂ and the Theorem-1 verdict at each observation.
+
+    * ``rho_J``: :func:`~gradscope.spectral_radius` (per-sample Arnoldi), the maximum over
+      the samples;
+    * ``jacobian_norm``: :func:`~gradscope.spectral_norm` (Lanczos on JᵀJ);
+    * ``theorem1`` for ``estimator`` (default: the first estimate after the exact one):
+      1 holds, 0 vacuous, −1 fails (:func:`~gradscope.check_ascent`), with
+      ``theorem1_error_norm`` ‖E‖₂ and ``theorem1_threshold`` σ_min²/σ_max.
+
+    Theorem 1 needs σ_min(F_θ) > 0, which fails whenever the state (batch included) has
+    more entries than F has parameters: for a batch it is almost always vacuous. With
+    ``sample=i`` (default 0) the check is made on sample i alone (the condition for a
+    loss of that sample), which is where it can say something; ``sample=None`` checks
+    the whole batch.
+    """
+
+    def extra(problem: FixedPointProblem, exact, estimates) -> dict[str, float]:
+        from .spectral import spectral_norm, spectral_radius
+        from .theory import check_ascent
+
+        values = {
+            "rho_J": spectral_radius(problem).value,
+            "jacobian_norm": spectral_norm(problem).value,
+        }
+        chosen = estimator
+        if chosen is None:
+            others = [e for name, e in estimates.items() if name != exact.name]
+            chosen = others[0].estimator if others else None
+        if chosen is not None and problem.params:
+            target = problem
+            if sample is not None and problem.batched:
+                inputs = tuple(
+                    x[sample : sample + 1]
+                    if x.dim() >= 1 and x.shape[0] == problem.h_star.shape[0]
+                    else x
+                    for x in problem.inputs
+                )
+                target = FixedPointProblem.from_function(
+                    problem.fn,
+                    problem.params,
+                    problem.h_star[sample : sample + 1],
+                    *inputs,
+                    rtol=1e9,
+                )
+            check = check_ascent(target, chosen)
+            values["theorem1"] = THEOREM1_CODES[check.verdict]
+            values["theorem1_error_norm"] = check.error_norm
+            values["theorem1_threshold"] = check.threshold
+        return values
 
     return extra
 

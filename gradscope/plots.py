@@ -36,10 +36,12 @@ __all__ = [
     "plot_cosine_distribution",
     "plot_cost_accuracy",
     "plot_damping_heatmap",
+    "plot_jacobian_facts",
     "plot_metric",
     "plot_residual_traces",
     "plot_spectrum",
     "report",
+    "save",
 ]
 
 
@@ -375,11 +377,68 @@ def plot_cost_accuracy(data, cost: str = "vjps"):
     return fig
 
 
+def plot_jacobian_facts(data, metrics: Sequence[str] = ("rho_J", "jacobian_norm")):
+    """ρ(J), ‖J‖₂ (or other ``extra`` quantities) along training, with the line at 1.
+
+    ρ(J) < 1 keeps the forward iteration and the undamped Neumann series convergent;
+    ‖J‖₂ < 1 makes F a contraction (THEORY.md §2, §5).
+
+    Args:
+        data: a :class:`~gradscope.GradientMonitor` or its DataFrame, with the rows that
+            :func:`~gradscope.theory_extra` (or another ``extra``) records.
+        metrics: the extra quantities to draw.
+
+    Returns:
+        The figure (one axes; one line per quantity).
+
+    Raises:
+        ValueError: no rows hold any of the metrics.
+
+    """
+    plt, sns = _mpl()
+    frame = _frame(data)
+    rows = frame[(frame["role"] == "extra") & (frame["metric"].isin(list(metrics)))]
+    if rows.empty:
+        fail(
+            "plot_jacobian_facts",
+            f"no extra rows hold {list(metrics)}; monitor with extra=gradscope.theory_extra().",
+        )
+    labels = {"rho_J": "ρ(J)", "jacobian_norm": "‖J‖₂"}
+    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
+    for metric, group in rows.groupby("metric", sort=True):
+        group = group.sort_values("step")
+        ax.plot(
+            group["step"],
+            group["value"],
+            marker="o",
+            markersize=3,
+            label=labels.get(metric, metric),
+        )
+    ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1, label="1")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("value at the equilibrium")
+    ax.set_title("The Jacobian of F at h* along training")
+    ax.legend(fontsize="small")
+    sns.despine(fig=fig)
+    return fig
+
+
+def save(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save a figure as PNG (or by the path's suffix) and close it; returns the path."""
+    plt, _ = _mpl()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def report(data, folder: str | Path, dpi: int = 120) -> list[Path]:
     """Write every figure the records allow as PNG files into ``folder``.
 
     Writes ``cosine.png``, ``relative_error.png`` (metric along training),
-    ``dynamic_precision.png`` (cosine distribution) and ``cost_accuracy.png``; figures
+    ``dynamic_precision.png`` (cosine distribution), ``cost_accuracy.png`` and
+    ``jacobian.png`` (ρ(J), ‖J‖₂ when recorded); figures
     whose data are missing are skipped. Figures are closed after saving.
 
     Args:
@@ -400,6 +459,7 @@ def report(data, folder: str | Path, dpi: int = 120) -> list[Path]:
         ("relative_error.png", lambda: plot_metric(frame, "relative_error")),
         ("dynamic_precision.png", lambda: plot_cosine_distribution(frame)),
         ("cost_accuracy.png", lambda: plot_cost_accuracy(frame)),
+        ("jacobian.png", lambda: plot_jacobian_facts(frame)),
     ]
     written = []
     for name, make in jobs:
