@@ -332,6 +332,8 @@ def run_sweep(args: argparse.Namespace) -> int:
 
 
 def _sweep_figures(result, folder: Path) -> None:
+    import matplotlib.pyplot as plt
+
     from . import plots
 
     frame = result.to_dataframe()
@@ -340,7 +342,7 @@ def _sweep_figures(result, folder: Path) -> None:
             sub = frame[frame["method"] == method].rename(columns={"steps": "k", metric: "value"})
             fig = plots.plot_damping_heatmap(sub, value="value", title=f"{method}: {metric}")
             fig.savefig(folder / f"sweep_{method.lower()}_{metric}.png", dpi=120)
-            plots.close(fig)
+            plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- shared
