@@ -208,7 +208,7 @@ def _find_fixed_point(cell, inputs, h0):
 
 def run_check(args: argparse.Namespace) -> int:
     """``gradscope check``: the theory report and the comparisons for the user's model."""
-    from .theory import check_theory
+    from .theory_report import check_theory
 
     estimators = parse_estimators(args.estimators)
     problem, g, source, found = build_from_factory(load_factory(args.target))
@@ -225,7 +225,7 @@ def run_check(args: argparse.Namespace) -> int:
         estimate = estimate_gradient(problem, g, est)
         report = check_theory(problem, est, g)
         comparison = compare(estimate, exact)
-        verdict = report.theorem1.verdict if hasattr(report, "theorem1") else None
+        verdict = report.ascent.verdict
         out["estimators"][est.name] = {
             "comparison": comparison.to_dict(),
             "theory": report.to_dict(),
