@@ -113,7 +113,8 @@ print(report["cosine"].value, report.limit.exists, report.steps.tolerance_steps)
 # :math:`|1 - \lambda(1 - \mu)| < 1` says that :math:`\mu` lies inside the disk of
 # centre :math:`1 - 1/\lambda` and radius :math:`1/\lambda`. All eigenvalues inside the
 # disk of a :math:`\lambda`: that :math:`\lambda` converges. Smaller :math:`\lambda`
-# gives larger disks (more robust) that converge more slowly near :math:`\mu = 1`.
+# gives larger disks (more robust) that converge more slowly near :math:`\mu = 1`. The
+# disk of :math:`\lambda = 1` is the unit disk.
 
 spectrum = gs.spectral_radius(problem, gs.DenseSpectrum())
 fig = gs.plots.plot_spectrum(spectrum.eigenvalues, damping=[0.5, 1.0])
@@ -136,9 +137,8 @@ for lam in (0.5, choice.damping):
 # The bounds are worst cases over all cotangents. :func:`~gradscope.sweep` measures
 # one cotangent: every :math:`(k, \lambda)` of NPG against the exact gradient.
 
-result = gs.sweep(
-    problem, g, steps=range(1, 10), dampings=(0.1, 0.3, 0.5, 0.7, 0.9, 1.0), methods=(gs.Neumann,)
-)
+ks, lambdas = range(1, 10), (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
+result = gs.sweep(problem, g, steps=ks, dampings=lambdas, methods=(gs.Neumann,))
 frame = result.to_dataframe().rename(columns={"steps": "k"})
 fig = gs.plots.plot_damping_heatmap(
     frame, value="cosine", title="NPG: cosine to the exact gradient"
@@ -199,12 +199,10 @@ print(f"optimal λ: {choice2.damping:.3g} (ρ(B_λ) = {choice2.radius:.3g})")
 # :class:`~gradscope.ConvergenceWarning` message in their ``warning`` column. At
 # :math:`\lambda \le 0.7` the error falls steadily.
 
-result2 = gs.sweep(
-    problem2, g2, steps=range(1, 10), dampings=(0.1, 0.3, 0.5, 0.7, 0.9, 1.0), methods=(gs.Neumann,)
-)
+result2 = gs.sweep(problem2, g2, steps=ks, dampings=lambdas, methods=(gs.Neumann,))
 frame2 = result2.to_dataframe().rename(columns={"steps": "k"})
-fig = gs.plots.plot_damping_heatmap(
-    frame2, value="relative_error", title="NPG: relative error (linear cell, μ = −1.5)", fmt=".2g"
-)
-print(sum(bool(row["warning"]) for row in result2.rows), "of", len(result2.rows), "cells warned")
+title = "NPG: relative error (linear cell, μ = −1.5)"
+fig = gs.plots.plot_damping_heatmap(frame2, value="relative_error", title=title, fmt=".2g")
+warned = [(row["steps"], row["damping"]) for row in result2.rows if row["warning"]]
+print(len(warned), "of", len(result2.rows), "cells warned (k, λ):", warned)
 plt.show()
