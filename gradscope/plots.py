@@ -1,4 +1,4 @@
-r"""Figures for gradient quality: the only module that imports matplotlib and seaborn.
+r"""Figures for gradient quality — the only module that imports matplotlib and seaborn.
 
 Both are imported inside the functions, so ``import gradscope`` stays light. Each function
 returns a :class:`matplotlib.figure.Figure` and never calls ``show``; :func:`report`

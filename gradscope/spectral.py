@@ -22,7 +22,8 @@ method                      what                                         product
 :class:`Arnoldi`            Krylov (Arnoldi, full re-orthogonalisation)  ≤ ``max_steps`` VJPs
 :class:`Lanczos`            symmetric Lanczos on ``AᵀA`` (norms)         ≤ 2 ``max_steps`` per power
 :class:`PowerIteration`     power iteration + Rayleigh quotient          ``steps`` VJPs
-                            (the peers' method: TorchDEQ ``power_method``)
+                            (the peers' method, TorchDEQ's
+                            ``power_method``)
 :class:`ScipyEigs`          ``scipy.sparse.linalg.eigs`` (ARPACK)        as ARPACK needs (reference)
 :class:`DenseSpectrum`      materialise J, ``torch.linalg.eigvals`` /    n (reference, small n)
                             ``svdvals``

@@ -82,9 +82,12 @@ class TheoryReport:
         estimator: the estimator's name.
         findings: the :class:`Finding` lines, in reading order.
         recommendation: plain-words advice (λ range, optimal λ, k needed).
-        radius, norm, smallest_singular_value: the :class:`SpectralEstimate` objects.
-        limit, optimum, steps: :class:`DampingLimit`, :class:`DampingChoice`,
-            :class:`StepsNeeded`.
+        radius: ρ(J), a :class:`SpectralEstimate` (with the eigenvalues).
+        norm: ‖J‖₂, a :class:`SpectralEstimate`.
+        smallest_singular_value: σ_min(I − J), a :class:`SpectralEstimate`.
+        limit: the admissible damping, a :class:`DampingLimit`.
+        optimum: the optimal damping, a :class:`DampingChoice`.
+        steps: the k needed, a :class:`StepsNeeded` (None when no damping converges).
         ascent: the Theorem-1 :class:`AscentCheck`.
         comparison: estimate vs exact (None without a cotangent).
 
