@@ -157,6 +157,17 @@ class OneStep:
 Estimator = Exact | Unrolled | Neumann | OneStep
 
 
+def check_estimator(call: str, estimator: object, name: str = "estimator") -> None:
+    """Raise a TypeError naming ``call`` unless ``estimator`` is one of the four estimators."""
+    if not isinstance(estimator, (Exact, Unrolled, Neumann, OneStep)):
+        what = f"{name}={estimator!r}" if name == "estimator" else f"{name} contains {estimator!r}"
+        fail(
+            call,
+            f"{what}; expected gradscope.Exact(), Unrolled(k, λ), Neumann(k, λ) or OneStep().",
+            TypeError,
+        )
+
+
 @dataclass(frozen=True)
 class Cost:
     """What an estimate cost.
@@ -319,13 +330,7 @@ def estimate_gradient(
             TypeError,
         )
     estimator = Exact() if estimator is None else estimator
-    if not isinstance(estimator, (Exact, Unrolled, Neumann, OneStep)):
-        fail(
-            call,
-            f"estimator={estimator!r}; expected gradscope.Exact(), Unrolled(k, λ), "
-            "Neumann(k, λ) or OneStep().",
-            TypeError,
-        )
+    check_estimator(call, estimator, "estimator")
     cotangent = check_tensor(call, "cotangent", cotangent)
     if cotangent.shape != problem.h_star.shape:
         fail(

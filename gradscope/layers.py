@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from ._checks import check_positive, check_steps, fail
-from .estimators import Exact, Neumann, OneStep, Unrolled
+from .estimators import Exact, Neumann, OneStep, Unrolled, check_estimator
 from .exceptions import ConvergenceWarning
 from .fixed_point import Anderson, FixedPointResult, Picard, find_fixed_point
 from .operators import LinearMap
@@ -154,13 +154,7 @@ class ImplicitLayer(nn.Module):
                 TypeError,
             )
         estimator = Neumann(5, 0.5) if estimator is None else estimator
-        if not isinstance(estimator, (Exact, Unrolled, Neumann, OneStep)):
-            fail(
-                "ImplicitLayer",
-                f"estimator={estimator!r}; expected gradscope.Exact(), Unrolled(k, λ), "
-                "Neumann(k, λ) or OneStep().",
-                TypeError,
-            )
+        check_estimator("ImplicitLayer", estimator, "estimator")
         solver = ForwardSolver() if solver is None else solver
         if not isinstance(solver, ForwardSolver):
             fail(

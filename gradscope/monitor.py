@@ -45,7 +45,15 @@ import torch
 from torch import nn
 
 from ._checks import check_steps, fail
-from .estimators import Exact, GradientEstimate, Neumann, OneStep, Unrolled, estimate_gradient
+from .estimators import (
+    Exact,
+    GradientEstimate,
+    Neumann,
+    OneStep,
+    Unrolled,
+    check_estimator,
+    estimate_gradient,
+)
 from .exceptions import ConvergenceWarning
 from .fixed_point import FixedPointResult, find_fixed_point
 from .layers import ImplicitLayer
@@ -456,13 +464,7 @@ class GradientMonitor:
             else list(estimators)
         )
         for e in estimators:
-            if not isinstance(e, (Exact, Unrolled, Neumann, OneStep)):
-                fail(
-                    call,
-                    f"estimators contains {e!r}; expected gradscope.Exact(), Unrolled(k, λ), "
-                    "Neumann(k, λ) or OneStep().",
-                    TypeError,
-                )
+            check_estimator(call, e, "estimators")
         exact = Exact(GMRES(rtol=1e-6)) if exact is None else exact
         if not isinstance(exact, Exact):
             fail(call, f"exact={exact!r}; expected gradscope.Exact(solver).", TypeError)

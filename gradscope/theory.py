@@ -29,6 +29,7 @@ from .estimators import (
     Neumann,
     OneStep,
     Unrolled,
+    check_estimator,
     estimate_gradient,
 )
 from .exceptions import ConvergenceWarning
@@ -680,13 +681,7 @@ def check_ascent(
     """
     call = "check_ascent"
     _require_params(call, problem)
-    if not isinstance(estimator, (Exact, Unrolled, Neumann, OneStep)):
-        fail(
-            call,
-            f"estimator={estimator!r}; expected gradscope.Exact(), Unrolled(k, λ), "
-            "Neumann(k, λ) or OneStep().",
-            TypeError,
-        )
+    check_estimator(call, estimator, "estimator")
     h = problem.h_star
     d = h.numel()
     dense = d <= 64 if dense is None else dense

@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 import torch
 
 from ._checks import check_tensor, fail
-from .estimators import Estimator, Exact, Neumann, OneStep, Unrolled, estimate_gradient
+from .estimators import (
+    Estimator,
+    Exact,
+    Neumann,
+    OneStep,
+    Unrolled,
+    check_estimator,
+    estimate_gradient,
+)
 from .metrics import Comparison
 from .problem import FixedPointProblem
 from .spectral import (
@@ -179,13 +187,7 @@ def check_theory(
             f"problem is a {type(problem).__name__}; expected a gradscope.FixedPointProblem.",
             TypeError,
         )
-    if not isinstance(estimator, (Exact, Unrolled, Neumann, OneStep)):
-        fail(
-            call,
-            f"estimator={estimator!r}; expected gradscope.Exact(), Unrolled(k, λ), "
-            "Neumann(k, λ) or OneStep().",
-            TypeError,
-        )
+    check_estimator(call, estimator, "estimator")
     if cotangent is not None:
         check_tensor(call, "cotangent", cotangent)
     d = problem.h_star.numel()
