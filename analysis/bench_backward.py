@@ -20,7 +20,7 @@ of F inside the backward; its phantom graph of k steps is built in the forward a
 timed). The whole step (forward solve from zeros + backward) is the fair comparison
 for phantoms.
 
-Usage: ``python analysis/bench_backward.py [--quick] [--repeats N]``. Writes CSV + PNG to
+Usage: ``python analysis/bench_backward.py [--quick] [--repeats N] [--sizes 64x32,256x128]``. Writes CSV + PNG to
 analysis/results/bench_backward/ and prints PASS/FAIL (exit code 0 on PASS). The quick
 mode (d=16, batch 8, ρ = 0.8 and 0.99, float64, 3 repeats) checks the correctness
 claims only (certified residual, cosines, UPG = TorchDEQ's phantom); timing targets are
@@ -504,13 +504,17 @@ def main(argv=None) -> bool:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--sizes", default="64x32,256x128", help="full mode: comma-separated d x batch"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
         sizes, rhos, dtypes = [(16, 8)], [0.8, 0.99], [torch.float64]
         repeats = args.repeats or 3
     else:
-        sizes, rhos = [(64, 32), (256, 128)], [0.4, 0.8, 0.99]
+        sizes = [tuple(int(v) for v in item.split("x")) for item in args.sizes.split(",")]
+        rhos = [0.4, 0.8, 0.99]
         dtypes, repeats = [torch.float32, torch.float64], args.repeats or 20
     from importlib.metadata import PackageNotFoundError, version
 
@@ -528,11 +532,19 @@ def main(argv=None) -> bool:
     for d, batch in sizes:
         for rho in rhos:
             for dtype in dtypes:
+                start = time.perf_counter()
                 case = make_case(d, batch, rho, dtype, calibration)
                 rows += run_case(case, repeats)
+                print(
+                    f"  done d={d} batch={batch} ρ≈{rho} {dtype}: "
+                    f"{time.perf_counter() - start:.0f} s",
+                    flush=True,
+                )
     print_table(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "bench_backward_quick" if args.quick else "bench_backward"
+    name = (
+        "bench_backward_quick" if args.quick else "bench_backward_" + args.sizes.replace(",", "_")
+    )
     with open(args.out / f"{name}.csv", "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
