@@ -315,11 +315,13 @@ def _gmres(A, b, x, solver: GMRES, rows_mode: bool):
         if not bool((active.any() & torch.isfinite(beta).all()).item()):
             break
         V[:, 0] = torch.where(active[:, None], Rres / beta.clamp_min(tiny)[:, None], 0.0)
+        floor = eps * beta  # ‖w‖ at or below it: the Krylov space is invariant (breakdown)
         Qt.copy_(eye)
         Rm.zero_()
         cols = torch.zeros(R, dtype=torch.long, device=device)
         k = 0
         for j in range(m):
+            started = active  # the rows that take this step
             Vj = V[:, : j + 1]  # (R, j+1, n)
             VjT = Vj.transpose(1, 2)
             # Classical Gram–Schmidt applied twice (CGS2), with w as a row (R, 1, n):
@@ -331,10 +333,8 @@ def _gmres(A, b, x, solver: GMRES, rows_mode: bool):
             h2 = torch.bmm(w, VjT)
             w = torch.baddbmm(w, h2, Vj, alpha=-1).squeeze(1)
             hn = torch.linalg.vector_norm(w, dim=1)
-            breakdown = hn <= eps * beta
-            V[:, j + 1] = torch.where(
-                (active & ~breakdown)[:, None], w / hn.clamp_min(tiny)[:, None], 0.0
-            )
+            active = active & (hn > floor)  # a row that broke down is solved after this step
+            V[:, j + 1] = torch.where(active[:, None], w / hn.clamp_min(tiny)[:, None], 0.0)
             # Hessenberg column j, rotated by the earlier rotations in one product.
             col = torch.cat([(h + h2).squeeze(1), hn[:, None]], dim=1).unsqueeze(2)
             col = torch.bmm(Qt[:, : j + 2, : j + 2], col).squeeze(2)  # (R, j+2)
@@ -344,13 +344,13 @@ def _gmres(A, b, x, solver: GMRES, rows_mode: bool):
             cs = torch.where(safe, a / denom.clamp_min(tiny), 1.0)
             sn = torch.where(safe, c / denom.clamp_min(tiny), 0.0)
             Rm[:, :j, j] = col[:, :j]
-            Rm[:, j, j] = torch.where(safe, denom, a)
+            Rm[:, j, j] = denom  # = |a| = 0 where the column is zero
             G = torch.stack([cs, sn, -sn, cs], dim=1).reshape(R, 2, 2)
             Qt[:, j : j + 2, : j + 2] = torch.bmm(G, Qt[:, j : j + 2, : j + 2])
             estimate = (beta * Qt[:, j + 1, 0]).abs()
-            trace[steps] = torch.where(active, estimate, 0.0)
-            cols += active
-            active = active & (estimate > tol) & ~breakdown
+            trace[steps] = torch.where(started, estimate, 0.0)
+            cols += started
+            active = active & (estimate > tol)
             steps += 1
             k = j + 1
             if steps >= solver.max_steps or not bool(active.any()):
