@@ -105,7 +105,9 @@ class GMRES:
 
     Args:
         rtol, atol: stop when ``‖b − Ax‖ ≤ max(rtol‖b‖, atol)``.
-        restart: Krylov dimension before a restart.
+        restart: Krylov dimension before a restart; the basis holds ``restart + 1``
+            vectors. Near ρ(J) = 1 a short restart converges slowly (tanh cell, d = 256,
+            ρ(J) = 0.99, rtol 1e-8: 514 steps at restart 30, 163 at 100, 114 unrestarted).
         max_steps: total Arnoldi steps.
         per_sample: see the module notes; ``None`` picks per-sample when valid.
         strict: raise instead of warning when not converged.
