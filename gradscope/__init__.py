@@ -48,7 +48,15 @@ from .monitor import (
 )
 from .operators import JacobianOperators, LinearMap
 from .problem import FixedPointProblem, FixedPointResidual
-from .solvers import GMRES, BiCGSTAB, Dense, FixedPointIteration, Solution, linear_solve
+from .solvers import (
+    GMRES,
+    BiCGSTAB,
+    Dense,
+    FixedPointIteration,
+    Solution,
+    default_solver_rtol,
+    linear_solve,
+)
 
 # --- spectral and theory (issue 4) ---------------------------------------------------
 from .spectral import (
@@ -109,6 +117,7 @@ __all__ = [
     "SweepResult",
     "Unrolled",
     "compare",
+    "default_solver_rtol",
     "estimate_gradient",
     "find_fixed_point",
     "linear_solve",

@@ -60,7 +60,8 @@ class Exact:
     """The exact implicit gradient: solve ``(I − Jᵀ)u = g``, then ``∇_θ = F_θᵀ u``.
 
     Args:
-        solver: a linear solver object (default :class:`~gradscope.GMRES`, rtol 1e-8).
+        solver: a linear solver object (default :class:`~gradscope.GMRES` with the dtype's
+            rtol: 1e-8 in float64, 1e-5 in float32).
 
     """
 
