@@ -295,10 +295,10 @@ def _arnoldi(
     for j in range(m):
         w = apply(V[:, j])
         basis = V[:, : j + 1]
-        h = torch.einsum("sin,sn->si", basis, w)
-        w = w - torch.einsum("sin,si->sn", basis, h)
-        h2 = torch.einsum("sin,sn->si", basis, w)  # second Gram–Schmidt pass
-        w = w - torch.einsum("sin,si->sn", basis, h2)
+        h = _coeffs(basis, w)
+        w = w - _combine(basis, h)
+        h2 = _coeffs(basis, w)  # second Gram–Schmidt pass
+        w = w - _combine(basis, h2)
         h = h + h2
         beta = torch.linalg.vector_norm(w, dim=1)
         scale = torch.linalg.vector_norm(h, dim=1)
@@ -332,6 +332,16 @@ def _arnoldi(
     if not converged:
         converged = bool((lead_res <= method.rtol * ritz[:, 0].abs()).all())
     return ritz, lead_res, size, steps, converged
+
+
+def _coeffs(basis: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``Vᵀw`` per sample: basis ``(S, j, n)``, w ``(S, n)`` → ``(S, j)``."""
+    return torch.bmm(basis, w.unsqueeze(-1)).squeeze(-1)
+
+
+def _combine(basis: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``V c`` per sample: ``(S, j, n)``, ``(S, j)`` → ``(S, n)``."""
+    return torch.bmm(c.unsqueeze(1), basis).squeeze(1)
 
 
 def _complex(dtype: torch.dtype) -> torch.dtype:
@@ -372,10 +382,10 @@ def _lanczos(
     theta, residual = v0.new_zeros(S), v0.new_zeros(S)
     for j in range(m):
         w = apply(V[:, j])
-        alpha = torch.einsum("sn,sn->s", V[:, j], w)
+        alpha = (V[:, j] * w).sum(dim=1)
         basis = V[:, : j + 1]
         for _ in range(2):  # full re-orthogonalisation, twice (CGS2)
-            w = w - torch.einsum("sin,si->sn", basis, torch.einsum("sin,sn->si", basis, w))
+            w = w - _combine(basis, _coeffs(basis, w))
         beta = torch.linalg.vector_norm(w, dim=1)
         now_broken = ~broken & (beta <= 100 * eps * alpha.abs().clamp_min(1e-300))
         alpha = torch.where(broken, T[:, 0, 0], alpha)
