@@ -94,6 +94,7 @@ def measure(problem, reference: torch.Tensor, case: dict) -> list[dict]:
                 "method": name,
                 "rho_ref": float(reference.max()),
                 "max_rel_error": float(err.max()),
+                "median_rel_error": float(err.median()),
                 "matvecs_per_sample": est.matvecs,
                 "seconds": seconds,
                 "residual": est.max_residual,

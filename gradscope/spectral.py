@@ -336,12 +336,13 @@ def _arnoldi(
 
 def _coeffs(basis: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``Vᵀw`` per sample: basis ``(S, j, n)``, w ``(S, n)`` → ``(S, j)``."""
-    return torch.bmm(basis, w.unsqueeze(-1)).squeeze(-1)
+    # elementwise products, not bmm: tiny batched GEMMs stall on busy multi-threaded CPUs
+    return (basis * w.unsqueeze(1)).sum(dim=-1)
 
 
 def _combine(basis: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``V c`` per sample: ``(S, j, n)``, ``(S, j)`` → ``(S, n)``."""
-    return torch.bmm(c.unsqueeze(1), basis).squeeze(1)
+    return (c.unsqueeze(-1) * basis).sum(dim=1)
 
 
 def _complex(dtype: torch.dtype) -> torch.dtype:
