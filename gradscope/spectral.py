@@ -669,7 +669,9 @@ def smallest_singular_value(
 
     Args:
         problem: the equilibrium.
-        method: :class:`Lanczos` (default) or :class:`DenseSpectrum`.
+        method: :class:`Lanczos` (default ``Lanczos(max_steps=300)``) or
+            :class:`DenseSpectrum`. Check ``converged``: on tanh cells with d = 1024,
+            100 steps left it about 2% high.
 
     Returns:
         A :class:`SpectralEstimate` whose ``value`` is the minimum over samples.
@@ -687,6 +689,8 @@ def smallest_singular_value(
     def dense(J: torch.Tensor) -> torch.Tensor:
         return torch.eye(J.shape[-1], dtype=J.dtype, device=J.device) - J
 
+    # the smallest Ritz value converges more slowly than the largest: a longer default run
+    method = Lanczos(max_steps=300) if method is None else method
     return _singular(
         "smallest_singular_value",
         "σ_min(I − J)",
