@@ -78,8 +78,8 @@ def main(argv: list[str] | None = None) -> bool:
         "non-normal (offdiag 6)": linear(d, 6.0, 2),
         "tanh cell": tanh_cell(d, 3),
     }
-    ks = list(range(1, 41, 6 if args.quick else 1))
-    n_cot = 3 if args.quick else 16
+    ks = list(range(1, 41, 8 if args.quick else 1))
+    n_cot = 2 if args.quick else 16
     rows = []
     for name, problem in cases.items():
         g = torch.Generator().manual_seed(7)

@@ -8,7 +8,7 @@ cotangent: zero violations. Also measured: how often the condition holds, and ho
 ascent happens anyway when it fails (the condition is sufficient, not necessary).
 
 Dense path (the reference): F_θ materialised, P from the estimator on basis cotangents.
-Full mode: 10 000 instances; quick: 100. Writes results.csv, summary.csv and
+Full mode: 10 000 instances; quick: 60. Writes results.csv, summary.csv and
 sufficiency.png to analysis/results/theorem1_sufficiency/. Prints PASS/FAIL.
 
 Run: ``python analysis/theorem1_sufficiency.py [--quick] [--instances N]``.
@@ -91,10 +91,10 @@ def instance(seed: int) -> dict | None:
 
 def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="100 instances (< 30 s)")
+    parser.add_argument("--quick", action="store_true", help="60 instances (< 30 s)")
     parser.add_argument("--instances", type=int, default=None)
     args = parser.parse_args(argv)
-    N = args.instances or (100 if args.quick else 10_000)
+    N = args.instances or (60 if args.quick else 10_000)
     OUT.mkdir(parents=True, exist_ok=True)
     rows, skipped = [], 0
     for seed in range(N):
