@@ -72,7 +72,9 @@ def linear_problem(d: int, kind: str, seed: int) -> tuple[gs.FixedPointProblem, 
         return gs.FixedPointProblem.from_function(
             lambda p, h, x: h @ p["W"].T + x, {"W": W}, h, x
         ), mu.abs().max()[None]
-    T[:2, :2] = r * torch.tensor([[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]])
+    T[:2, :2] = r * torch.tensor(
+        [[math.cos(phi), -math.sin(phi)], [math.sin(phi), math.cos(phi)]], dtype=DT
+    )
     mu[0], mu[1] = (
         r * complex(math.cos(phi), math.sin(phi)),
         r * complex(math.cos(phi), -math.sin(phi)),

@@ -96,9 +96,10 @@ def main(argv: list[str] | None = None) -> bool:
     args = parser.parse_args(argv)
     N = args.instances or (60 if args.quick else 10_000)
     OUT.mkdir(parents=True, exist_ok=True)
-    rows, skipped = [], 0
-    for seed in range(N):
+    rows, skipped, seed = [], 0, 0
+    while len(rows) < N:  # N scored instances; seeds without a fixed point are skipped
         row = instance(seed)
+        seed += 1
         if row is None:
             skipped += 1
         else:
