@@ -296,10 +296,10 @@ def _arnoldi(
     for j in range(m):
         w = apply(V[:, j])
         basis = V[:, : j + 1]
-        h = torch.einsum("sin,sn->si", basis, w)
-        w = w - torch.einsum("sin,si->sn", basis, h)
-        h2 = torch.einsum("sin,sn->si", basis, w)  # second Gram–Schmidt pass
-        w = w - torch.einsum("sin,si->sn", basis, h2)
+        h = _coeffs(basis, w)
+        w = w - _combine(basis, h)
+        h2 = _coeffs(basis, w)  # second Gram–Schmidt pass
+        w = w - _combine(basis, h2)
         h = h + h2
         beta = torch.linalg.vector_norm(w, dim=1)
         scale = torch.linalg.vector_norm(h, dim=1)
@@ -333,6 +333,17 @@ def _arnoldi(
     if not converged:
         converged = bool((lead_res <= method.rtol * ritz[:, 0].abs()).all())
     return ritz, lead_res, size, steps, converged
+
+
+def _coeffs(basis: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """``Vᵀw`` per sample: basis ``(S, j, n)``, w ``(S, n)`` → ``(S, j)``."""
+    # elementwise products, not bmm: tiny batched GEMMs stall on busy multi-threaded CPUs
+    return (basis * w.unsqueeze(1)).sum(dim=-1)
+
+
+def _combine(basis: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``V c`` per sample: ``(S, j, n)``, ``(S, j)`` → ``(S, n)``."""
+    return (c.unsqueeze(-1) * basis).sum(dim=1)
 
 
 def _complex(dtype: torch.dtype) -> torch.dtype:
@@ -373,10 +384,10 @@ def _lanczos(
     theta, residual = v0.new_zeros(S), v0.new_zeros(S)
     for j in range(m):
         w = apply(V[:, j])
-        alpha = torch.einsum("sn,sn->s", V[:, j], w)
+        alpha = (V[:, j] * w).sum(dim=1)
         basis = V[:, : j + 1]
         for _ in range(2):  # full re-orthogonalisation, twice (CGS2)
-            w = w - torch.einsum("sin,si->sn", basis, torch.einsum("sin,sn->si", basis, w))
+            w = w - _combine(basis, _coeffs(basis, w))
         beta = torch.linalg.vector_norm(w, dim=1)
         now_broken = ~broken & (beta <= 100 * eps * alpha.abs().clamp_min(1e-300))
         alpha = torch.where(broken, T[:, 0, 0], alpha)
@@ -659,7 +670,9 @@ def smallest_singular_value(
 
     Args:
         problem: the equilibrium.
-        method: :class:`Lanczos` (default) or :class:`DenseSpectrum`.
+        method: :class:`Lanczos` (default ``Lanczos(max_steps=300)``) or
+            :class:`DenseSpectrum`. Check ``converged``: on tanh cells with d = 1024,
+            100 steps left it about 2% high.
 
     Returns:
         A :class:`SpectralEstimate` whose ``value`` is the minimum over samples.
@@ -677,6 +690,8 @@ def smallest_singular_value(
     def dense(J: torch.Tensor) -> torch.Tensor:
         return torch.eye(J.shape[-1], dtype=J.dtype, device=J.device) - J
 
+    # the smallest Ritz value converges more slowly than the largest: a longer default run
+    method = Lanczos(max_steps=300) if method is None else method
     return _singular(
         "smallest_singular_value",
         "σ_min(I − J)",
