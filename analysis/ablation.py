@@ -226,6 +226,13 @@ def verdict(summary: pd.DataFrame) -> tuple[bool, list[str]]:
                     f"{n['norm_B_k_max']:.3f} (NPG run) / {u['norm_B_k_max']:.3f} (UPG run), max ρ(B_λ) "
                     f"{n['rho_B_max']:.3f} / {u['rho_B_max']:.3f}; Neumann growth warnings {int(n['neumann_warnings'])}"
                 )
+    pair = summary.pivot_table(index=["damping", "k"], columns="method", values="accuracy_mean")
+    if "NPG" in pair:
+        gap = (pair["UPG"] - pair["NPG"]).abs().dropna()
+        lines.append(
+            f"NOTE  UPG vs NPG over {len(gap)} shared (k, λ) cells: max |accuracy difference| "
+            f"{gap.max():.4f}"
+        )
     r = summary["rho_J_max"]
     lines.append(
         f"NOTE  ρ(J) along training: max over runs {r.max():.3f}; max ρ(B_λ) over all cells "
@@ -271,7 +278,9 @@ def plot(
         errorbar="sd",
         ax=ax,
     )
-    ax.set_title("UPG vs NPG (mean ± sd over seeds)")
+    pair = summary.pivot_table(index=["damping", "k"], columns="method", values="accuracy_mean")
+    gap = (pair["UPG"] - pair["NPG"]).abs().max() if "NPG" in pair else float("nan")
+    ax.set_title(f"UPG vs NPG (mean ± sd over seeds); max |UPG − NPG| = {gap:.4f}")
     ax.set_ylabel("test accuracy")
     ax.legend(fontsize=7)
     ax = axes[1, 0]
@@ -314,6 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--every", type=int, default=50, help="spectra every this many steps")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
     parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
+    parser.add_argument(
+        "--from-csv", type=Path, default=None, help="re-summarise runs.csv and spectra.csv"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     steps = args.steps or (60 if args.quick else 250)
@@ -326,23 +338,31 @@ def main(argv: list[str] | None = None) -> int:
     cells = [("UPG", k, lam) for lam in upg_lams for k in ks]
     cells += [("NPG", k, lam) for lam in npg_lams for k in ks]
     start = time.perf_counter()
-    runs, spec = [], []
-    for seed in range(seeds):
-        for method, k, lam in cells:
-            run, checkpoints = train(data, method, k, lam, seed, steps, args.optimizer, args.every)
-            runs.append(run)
-            spec += checkpoints
-        print(
-            f"seed {seed}: {len(cells)} runs done, {time.perf_counter() - start:.0f} s", flush=True
-        )
-    runs_df, spec_df = pd.DataFrame(runs), pd.DataFrame(spec)
-    runs_df.to_csv(args.out / "runs.csv", index=False, float_format="%.5g")
-    spec_df.to_csv(args.out / "spectra.csv", index=False, float_format="%.5g")
+    if args.from_csv is not None:
+        runs_df = pd.read_csv(args.from_csv / "runs.csv")
+        spec_df = pd.read_csv(args.from_csv / "spectra.csv")
+        seeds, steps = runs_df["seed"].nunique(), int(spec_df["step"].max())
+    else:
+        runs, spec = [], []
+        for seed in range(seeds):
+            for method, k, lam in cells:
+                run, checkpoints = train(
+                    data, method, k, lam, seed, steps, args.optimizer, args.every
+                )
+                runs.append(run)
+                spec += checkpoints
+            print(
+                f"seed {seed}: {len(cells)} runs done, {time.perf_counter() - start:.0f} s",
+                flush=True,
+            )
+        runs_df, spec_df = pd.DataFrame(runs), pd.DataFrame(spec)
+        runs_df.to_csv(args.out / "runs.csv", index=False, float_format="%.5g")
+        spec_df.to_csv(args.out / "spectra.csv", index=False, float_format="%.5g")
     summary = summarise(runs_df, spec_df)
     summary.to_csv(args.out / "summary.csv", index=False, float_format="%.4f")
     note = f"{steps} steps, batch {BATCH}, {args.optimizer.upper()}, {seeds} seed(s)"
     plot(runs_df, summary, spec_df, args.out / "ablation.png", note)
-    print(f"{len(runs)} runs in {time.perf_counter() - start:.1f} s ({note})")
+    print(f"{len(runs_df)} runs in {time.perf_counter() - start:.1f} s ({note})")
     cols = [
         "method",
         "damping",
