@@ -37,7 +37,7 @@ training, cosine against ρ(J)). Exit code 0 on PASS, 1 on FAIL.
 Usage::
 
     python analysis/dynamic_precision.py                          # full: 2 × 3 runs, ~2 min
-    python analysis/dynamic_precision.py --quick --out /tmp/dp    # 1 seed, 40 steps, seconds
+    python analysis/dynamic_precision.py --quick --out /tmp/dp    # 1 seed, 32 steps, seconds
 """
 
 from __future__ import annotations
@@ -332,7 +332,7 @@ def plot(obs: pd.DataFrame, steps: int, path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="1 seed, 40 steps")
+    parser.add_argument("--quick", action="store_true", help="1 seed, 32 steps")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--every", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=None)
@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     # The monitor logs each growing Neumann series it meets; they are counted per run instead.
     logging.getLogger("gradscope.monitor").setLevel(logging.ERROR)
-    steps = args.steps or (40 if args.quick else 400)
+    steps = args.steps or (32 if args.quick else 400)
     seeds = args.seeds or (1 if args.quick else 3)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
