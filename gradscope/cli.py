@@ -30,6 +30,7 @@ EXAMPLES = """\
 examples:
   gradscope demo                              # train a DEQ on real digits, monitor its gradients
   gradscope demo --quick --out report/        # seconds; writes report/summary.md and figures
+  gradscope demo --optimizer adam             # ρ(J) drifts towards 1: see the gradients degrade
   gradscope sweep --rho 0.9                   # (k, λ) grid of UPG/NPG vs exact on a tanh cell
   gradscope check my_model.py:make --estimators "neumann:5:0.5,unrolled:5:0.5,onestep"
   gradscope check my_model.py:make --json --fail-on-violation   # for CI scripts
@@ -423,6 +424,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--width", type=int, default=48, help="state width of the DEQ (default 48)")
     demo.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    demo.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="sgd",
+        help="sgd (momentum 0.9, default: ρ(J) stays moderate) or adam (AdamW: ρ(J) climbs "
+        "towards 1 on this model, and the phantom gradients degrade — watch the monitor)",
+    )
 
     sw = sub.add_parser(
         "sweep",

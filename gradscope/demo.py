@@ -97,7 +97,10 @@ def run_demo(args: argparse.Namespace) -> int:
         per_param=True,
     )
     monitor.attach(model.layer, name="deq")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.05)
+    if args.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    else:  # Adam drives ρ(J) towards 1 on this model: the monitor shows what that does
+        optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.05)
     generator = torch.Generator().manual_seed(args.seed)
     n_train, batch = data.x_train.shape[0], 64
 
@@ -144,7 +147,16 @@ def run_demo(args: argparse.Namespace) -> int:
     with torch.no_grad():
         test_accuracy = float((model(data.x_test).argmax(1) == data.y_test).float().mean())
     summary = _summarise(
-        monitor, estimator, test_accuracy, train_seconds, steps, every, width, losses, data
+        monitor,
+        estimator,
+        test_accuracy,
+        train_seconds,
+        steps,
+        every,
+        width,
+        losses,
+        data,
+        "SGD, momentum 0.9" if args.optimizer == "sgd" else "AdamW",
     )
     problem, g = _final_problem(model, data, batch)
     summary["backward"] = _time_backwards(
@@ -166,7 +178,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def _summarise(
-    monitor, estimator, test_accuracy, seconds, steps, every, width, losses, data
+    monitor, estimator, test_accuracy, seconds, steps, every, width, losses, data, optimizer_name
 ) -> dict:
     records = monitor.records
     overall = [r for r in records if r["param"] == "all"]
@@ -201,6 +213,7 @@ def _summarise(
         "data": f"scikit-learn digits: {data.x_train.shape[0]} train / {data.x_test.shape[0]} test images",
         "model": f"DigitsDEQ, width {width}",
         "training_estimator": estimator.name,
+        "optimizer": optimizer_name,
         "steps": steps,
         "monitor_every": every,
         "seconds": seconds,
@@ -226,7 +239,8 @@ def _table(s: dict) -> str:
     )
     head = f"{'estimator':<20}{'cosine median':>14}{'cosine min':>12}{'rel.err median':>16}{'backward ms':>13}{'VJPs':>6}{'speed-up':>10}"
     lines = [
-        f"gradscope demo — {s['model']} trained {s['steps']} steps with {s['training_estimator']} on {s['data']}",
+        f"gradscope demo — {s['model']} trained {s['steps']} steps with {s['training_estimator']} "
+        f"({s['optimizer']}) on {s['data']}",
         f"test accuracy {s['test_accuracy']:.3f}   final loss {s['final_loss']:.3f}   {s['seconds']:.1f} s   "
         f"{s['observations']} observations (every {s['monitor_every']} steps)",
         "",
