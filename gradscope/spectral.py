@@ -335,14 +335,28 @@ def _arnoldi(
     return ritz, lead_res, size, steps, converged
 
 
+# Small bases: elementwise products (tiny batched GEMMs stall on busy multi-threaded CPUs).
+# Large bases or CUDA: bmm, which reads the basis in place; the elementwise form would
+# materialise an (S, j, n) temporary — 6 GB per product on the 11M-parameter conv DEQ of
+# analysis/gpu_scale.py, where it made ρ(J) cost 30 exact backwards.
+_ELEMENTWISE_LIMIT = 2**20
+
+
+def _use_bmm(basis: torch.Tensor) -> bool:
+    return basis.is_cuda or basis.numel() > _ELEMENTWISE_LIMIT
+
+
 def _coeffs(basis: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     """``Vᵀw`` per sample: basis ``(S, j, n)``, w ``(S, n)`` → ``(S, j)``."""
-    # elementwise products, not bmm: tiny batched GEMMs stall on busy multi-threaded CPUs
+    if _use_bmm(basis):
+        return torch.bmm(basis, w.unsqueeze(-1)).squeeze(-1)
     return (basis * w.unsqueeze(1)).sum(dim=-1)
 
 
 def _combine(basis: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     """``V c`` per sample: ``(S, j, n)``, ``(S, j)`` → ``(S, n)``."""
+    if _use_bmm(basis):
+        return torch.bmm(c.unsqueeze(1), basis).squeeze(1)
     return (c.unsqueeze(-1) * basis).sum(dim=1)
 
 
