@@ -322,14 +322,15 @@ def _arnoldi(
     ritz = torch.full((S, steps), math.nan, dtype=_complex(v0.dtype), device=v0.device)
     lead_res = v0.new_zeros(S)
     sizes = size.clamp_max(steps).tolist()
+    H_host = H.cpu()  # S small eigenproblems: on the CPU, not one CUDA round trip each
     for s in range(S):
         k = int(sizes[s])
-        Hs = H[s, : k + 1, :k]
+        Hs = H_host[s, : k + 1, :k]
         vals, vecs = torch.linalg.eig(Hs[:k])
         order = torch.argsort(vals.abs(), descending=True)
         vals, vecs = vals[order], vecs[:, order]
-        ritz[s, :k] = vals
-        lead_res[s] = Hs[k, k - 1].abs() * vecs[-1, 0].abs()
+        ritz[s, :k] = vals.to(ritz.device)
+        lead_res[s] = (Hs[k, k - 1].abs() * vecs[-1, 0].abs()).to(lead_res.device)
     if not converged:
         converged = bool((lead_res <= method.rtol * ritz[:, 0].abs()).all())
     return ritz, lead_res, size, steps, converged
@@ -365,12 +366,19 @@ def _complex(dtype: torch.dtype) -> torch.dtype:
 
 
 def _ritz(H: torch.Tensor, steps: int) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-    """Leading Ritz value modulus and residual of the padded ``H[:, :steps, :steps]``."""
-    vals, vecs = torch.linalg.eig(H[:, :steps, :steps])
+    """Leading Ritz value modulus and residual of the padded ``H[:, :steps, :steps]``.
+
+    The small eigenproblems are solved on the CPU (one transfer of H), as
+    ``torch.linalg.eig`` on CUDA copies to the host anyway, once per call.
+    """
+    device = H.device
+    Hc = H[:, : steps + 1, :steps].cpu()
+    vals, vecs = torch.linalg.eig(Hc[:, :steps, :steps])
     lead = vals.abs().argmax(dim=1)
-    idx = torch.arange(H.shape[0], device=H.device)
+    idx = torch.arange(Hc.shape[0])
     last = vecs[idx, steps - 1, lead].abs()
-    return vals, (vals[idx, lead].abs(), H[:, steps, steps - 1].abs() * last)
+    lead_abs, residual = vals[idx, lead].abs(), Hc[:, steps, steps - 1].abs() * last
+    return vals.to(device), (lead_abs.to(device), residual.to(device))
 
 
 # ---------------------------------------------------------------------- Lanczos
