@@ -499,6 +499,25 @@ class GradientMonitor:
         self._detach: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ attaching
+    def _observer_hook(
+        self,
+        cell,
+        h_star: torch.Tensor,
+        inputs: tuple,
+        **observe_kwargs,
+    ) -> Callable[[torch.Tensor], None]:
+        """A tensor hook that runs :meth:`observe` on the cotangent it receives.
+
+        h* and the inputs are detached now, so the hook keeps no graph alive.
+        """
+        h = h_star.detach()
+        xs = tuple(x.detach() for x in inputs)
+
+        def hook(g: torch.Tensor) -> None:
+            self.observe(cell, h, *xs, cotangent=g, **observe_kwargs)
+
+        return hook
+
     def attach(self, layer: ImplicitLayer, name: str = "layer") -> Callable[[], None]:
         """Watch a :class:`~gradscope.ImplicitLayer`: each differentiable forward is a step.
 
@@ -522,24 +541,17 @@ class GradientMonitor:
             step = self._counter.next(name)
             if not self._scheduled(step):
                 return
-            forward = layer.last_forward
-            cell, estimator = layer.cell, layer.estimator
-            h = h_star.detach()
-            xs = tuple(x.detach() for x in inputs)
-
-            def hook(g: torch.Tensor) -> None:
-                self.observe(
-                    cell,
-                    h,
-                    *xs,
-                    cotangent=g,
+            output.register_hook(
+                self._observer_hook(
+                    layer.cell,
+                    h_star,
+                    inputs,
                     step=step,
                     name=name,
-                    training_estimator=estimator,
-                    forward=forward,
+                    training_estimator=layer.estimator,
+                    forward=layer.last_forward,
                 )
-
-            output.register_hook(hook)
+            )
 
         remove = layer.add_observer(observer)
         self._detach.append(remove)
@@ -574,22 +586,17 @@ class GradientMonitor:
         """
         step = self._counter.next(name) if step is None else step
         if self._scheduled(step) and h_star.requires_grad:
-            h = h_star.detach()
-            xs = tuple(x.detach() for x in inputs)
-
-            def hook(g: torch.Tensor) -> None:
-                self.observe(
+            h_star.register_hook(
+                self._observer_hook(
                     cell,
-                    h,
-                    *xs,
-                    cotangent=g,
-                    params=params,
+                    h_star,
+                    inputs,
                     step=step,
                     name=name,
                     training_estimator=training_estimator,
+                    params=params,
                 )
-
-            h_star.register_hook(hook)
+            )
         return h_star
 
     def attach_torchdeq(
