@@ -40,7 +40,7 @@ from ._checks import (
 from ._memory import GraphMeter
 from .exceptions import ConvergenceWarning
 from .operators import JacobianOperators
-from .problem import FixedPointProblem, Params
+from .problem import FixedPointProblem, Params, check_problem
 from .solvers import GMRES, BiCGSTAB, Dense, FixedPointIteration, Solution, linear_solve
 
 __all__ = [
@@ -324,12 +324,7 @@ def estimate_gradient(
 
     """
     call = "estimate_gradient"
-    if not isinstance(problem, FixedPointProblem):
-        fail(
-            call,
-            f"problem is a {type(problem).__name__}; expected a gradscope.FixedPointProblem.",
-            TypeError,
-        )
+    check_problem(call, problem)
     estimator = Exact() if estimator is None else estimator
     check_estimator(call, estimator, "estimator")
     cotangent = check_tensor(call, "cotangent", cotangent)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ._checks import check_damping, fail
-from .problem import FixedPointProblem, Params
+from .problem import FixedPointProblem, Params, check_problem
 
 __all__ = ["JacobianOperators", "LinearMap"]
 
@@ -188,12 +188,7 @@ class JacobianOperators:
     """
 
     def __init__(self, problem: FixedPointProblem) -> None:
-        if not isinstance(problem, FixedPointProblem):
-            fail(
-                "JacobianOperators",
-                f"problem is a {type(problem).__name__}; expected a gradscope.FixedPointProblem.",
-                TypeError,
-            )
+        check_problem("JacobianOperators", problem)
         self.problem = problem
         self._vjp_count = [0]
         self._jvp_count = [0]

@@ -392,3 +392,15 @@ class FixedPointProblem:
             f"device={self.device}, params={len(self.params)} tensors / {n_params} values, "
             f"inputs={len(self.inputs)}, residual={self.residual.max_relative:.2e})"
         )
+
+
+def check_problem(call: str, problem: object) -> FixedPointProblem:
+    """Raise a TypeError naming ``call`` unless ``problem`` is a :class:`FixedPointProblem`."""
+    if not isinstance(problem, FixedPointProblem):
+        fail(
+            call,
+            f"problem is a {type(problem).__name__}; expected a gradscope.FixedPointProblem.",
+            TypeError,
+        )
+    assert isinstance(problem, FixedPointProblem)
+    return problem

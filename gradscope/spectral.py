@@ -42,7 +42,7 @@ import torch
 
 from ._checks import check_damping, check_positive, check_steps, fail
 from .operators import JacobianOperators
-from .problem import FixedPointProblem
+from .problem import FixedPointProblem, check_problem
 
 __all__ = [
     "Arnoldi",
@@ -245,17 +245,6 @@ class _Layout:
         return torch.randn(
             (self.samples, self.n), generator=generator, dtype=self.dtype, device=self.device
         )
-
-
-def _check_problem(call: str, problem: object) -> FixedPointProblem:
-    if not isinstance(problem, FixedPointProblem):
-        fail(
-            call,
-            f"problem is a {type(problem).__name__}; expected a gradscope.FixedPointProblem.",
-            TypeError,
-        )
-    assert isinstance(problem, FixedPointProblem)
-    return problem
 
 
 def _check_method(call: str, method: object, allowed: tuple[type, ...]) -> None:
@@ -473,7 +462,7 @@ def spectral_radius(
 
     """
     call = "spectral_radius"
-    problem = _check_problem(call, problem)
+    problem = check_problem(call, problem)
     method = Arnoldi() if method is None else method
     _check_method(call, method, (Arnoldi, PowerIteration, ScipyEigs, DenseSpectrum))
     layout = _Layout(problem)
@@ -614,7 +603,7 @@ def _singular(
     dense: Callable[[torch.Tensor], torch.Tensor],
     which: str,
 ) -> SpectralEstimate:
-    problem = _check_problem(call, problem)
+    problem = check_problem(call, problem)
     method = Lanczos() if method is None else method
     _check_method(call, method, (Lanczos, DenseSpectrum))
     layout = _Layout(problem)

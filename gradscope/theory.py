@@ -35,7 +35,7 @@ from .estimators import (
 from .exceptions import ConvergenceWarning
 from .metrics import Comparison, compare
 from .operators import JacobianOperators
-from .problem import FixedPointProblem
+from .problem import FixedPointProblem, check_problem
 from .solvers import linear_solve
 from .spectral import (
     Arnoldi,
@@ -324,13 +324,7 @@ def param_singular_values(
 
 
 def _require_params(call: str, problem: object) -> None:
-    if not isinstance(problem, FixedPointProblem):
-        fail(
-            call,
-            f"problem is a {type(problem).__name__}; expected a gradscope.FixedPointProblem.",
-            TypeError,
-        )
-    assert isinstance(problem, FixedPointProblem)
+    check_problem(call, problem)
     if not problem.params or sum(t.numel() for t in problem.params.values()) == 0:
         fail(
             call,
@@ -422,12 +416,7 @@ def steps_needed(
 
     """
     call = "steps_needed"
-    if not isinstance(problem, FixedPointProblem):
-        fail(
-            call,
-            f"problem is a {type(problem).__name__}; expected a gradscope.FixedPointProblem.",
-            TypeError,
-        )
+    check_problem(call, problem)
     check_damping(call, damping)
     check_steps(call, "max_steps", max_steps)
     check_positive(call, "tol", tol)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import check_tensor, fail
+from ._checks import check_tensor
 from .estimators import (
     Estimator,
     Exact,
@@ -24,7 +24,7 @@ from .estimators import (
     estimate_gradient,
 )
 from .metrics import Comparison
-from .problem import FixedPointProblem
+from .problem import FixedPointProblem, check_problem
 from .spectral import (
     Arnoldi,
     DenseSpectrum,
@@ -181,12 +181,7 @@ def check_theory(
 
     """
     call = "check_theory"
-    if not isinstance(problem, FixedPointProblem):
-        fail(
-            call,
-            f"problem is a {type(problem).__name__}; expected a gradscope.FixedPointProblem.",
-            TypeError,
-        )
+    check_problem(call, problem)
     check_estimator(call, estimator, "estimator")
     if cotangent is not None:
         check_tensor(call, "cotangent", cotangent)
