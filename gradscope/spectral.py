@@ -748,25 +748,19 @@ def damped_power_norm(
     check_steps(call, "steps", steps)
     lam, k = float(damping), steps
 
-    def forward(ops: JacobianOperators) -> Callable:
-        B = ops.damped(lam)
-
+    def kth_power(step: Callable) -> Callable:
         def power(v: torch.Tensor) -> torch.Tensor:
             for _ in range(k):
-                v = B(v)
+                v = step(v)
             return v
 
         return power
+
+    def forward(ops: JacobianOperators) -> Callable:
+        return kth_power(ops.damped(lam))
 
     def backward(ops: JacobianOperators) -> Callable:
-        BT = ops.damped_T(lam)
-
-        def power(v: torch.Tensor) -> torch.Tensor:
-            for _ in range(k):
-                v = BT(v)
-            return v
-
-        return power
+        return kth_power(ops.damped_T(lam))
 
     def dense(J: torch.Tensor) -> torch.Tensor:
         eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
