@@ -97,6 +97,23 @@ def check_same_dtype_device(
             )
 
 
+def tf32_hint(is_cuda: bool, dtype: torch.dtype) -> str:
+    """A sentence for failure messages of float32 CUDA solves while TF32 is enabled.
+
+    TF32 matmuls and convolutions (cuDNN's default) carry ~1e-3 relative error per
+    product; no float32 solve then reaches a tighter tolerance (measured on an H100).
+    """
+    if not (is_cuda and dtype == torch.float32):
+        return ""
+    if torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32:
+        return (
+            " TF32 is enabled (torch.backends.cudnn.allow_tf32 / cuda.matmul.allow_tf32): "
+            "its products carry ~1e-3 relative error, so float32 solves stall near that "
+            "level; set both to False for tight tolerances."
+        )
+    return ""
+
+
 def report_failure(message: str, *, strict: bool, stacklevel: int = 3) -> None:
     """Warn about a numerical failure, or raise it when ``strict``."""
     if strict:

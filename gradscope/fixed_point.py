@@ -27,6 +27,7 @@ from ._checks import (
     check_tensor,
     fail,
     report_failure,
+    tf32_hint,
 )
 from .problem import relative_residual
 
@@ -242,7 +243,8 @@ def find_fixed_point(
         report_failure(
             f"gradscope.find_fixed_point: not converged after {result.steps} steps: relative "
             f"residual {result.residual:.3e} > rtol={rtol:g}. Raise max_steps, use "
-            "Anderson, damp (Picard(damping<1)), or check that F is contractive.",
+            "Anderson, damp (Picard(damping<1)), or check that F is contractive."
+            + tf32_hint(result.value.is_cuda, result.value.dtype),
             strict=strict,
         )
     return result

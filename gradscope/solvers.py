@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import _batch
-from ._checks import check_positive, check_steps, fail, report_failure
+from ._checks import check_positive, check_steps, fail, report_failure, tf32_hint
 from .operators import LinearMap
 
 __all__ = [
@@ -288,7 +288,8 @@ def linear_solve(
             f"gradscope.linear_solve: {type(solver).__name__} on {A.name} {what}: true relative "
             f"residual {solution.residual:.3e} (rtol={solver.rtol:g}) after {steps} steps and "
             f"{solution.matvecs} products. Raise max_steps, try GMRES (it converges for any "
-            "non-singular system), or check the conditioning (gradscope.spectral).",
+            "non-singular system), or check the conditioning (gradscope.spectral)."
+            + tf32_hint(b.is_cuda, b.dtype),
             strict=solver.strict,
         )
     return solution

@@ -159,3 +159,18 @@ def test_tanh_cell_solvers_report_costs():
         assert est.solution.converged
         assert est.cost.vjps == est.solution.matvecs + 1  # + one F_θᵀ u
         assert gs.compare(est, ref).relative_error < 1e-9
+
+
+def test_tf32_hint_names_the_cause_of_float32_cuda_stalls():
+    from gradscope._checks import tf32_hint
+
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    try:
+        matmul.allow_tf32, cudnn.allow_tf32 = False, True
+        assert "TF32 is enabled" in tf32_hint(True, torch.float32)
+        assert tf32_hint(True, torch.float64) == "" and tf32_hint(False, torch.float32) == ""
+        cudnn.allow_tf32 = False
+        assert tf32_hint(True, torch.float32) == ""
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
