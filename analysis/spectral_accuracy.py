@@ -37,22 +37,7 @@ DT = torch.float64
 
 
 def tanh_problem(d: int, batch: int, scale: float, seed: int) -> gs.FixedPointProblem:
-    g = torch.Generator().manual_seed(seed)
-    n = 16
-    p = {
-        "W": torch.randn(d, d, generator=g, dtype=DT) * scale / math.sqrt(d),
-        "U": torch.randn(d, n, generator=g, dtype=DT) / math.sqrt(n),
-        "b": torch.randn(d, generator=g, dtype=DT) * 0.1,
-    }
-    x = torch.randn(batch, n, generator=g, dtype=DT)
-
-    def fn(p, h, x):
-        return torch.tanh(h @ p["W"].T + x @ p["U"].T + p["b"])
-
-    fp = gs.find_fixed_point(
-        lambda h, x: fn(p, h, x), x, h0=torch.zeros(batch, d, dtype=DT), rtol=1e-12, max_steps=500
-    )
-    return gs.FixedPointProblem.from_function(fn, p, fp.value, x)
+    return gs.random_tanh_problem(d, n=16, batch=batch, scale=scale, seed=seed)
 
 
 def linear_problem(d: int, kind: str, seed: int) -> tuple[gs.FixedPointProblem, torch.Tensor]:

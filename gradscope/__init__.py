@@ -73,7 +73,7 @@ from .spectral import (
     spectral_radius,
 )
 from .sweeps import SweepResult, sweep
-from .synthetic import DigitsData, DigitsDEQ, TanhCell, load_digits_tensors
+from .synthetic import DigitsData, DigitsDEQ, TanhCell, load_digits_tensors, random_tanh_problem
 from .theory import (
     AscentCheck,
     DampingChoice,
@@ -169,6 +169,7 @@ __all__ += [
     "TensorBoardSink",
     "load_digits_tensors",
     "plots",
+    "random_tanh_problem",
     "read_records",
     "spectral_norm_extra",
     "theory_extra",

@@ -11,6 +11,7 @@ r"""Small models and data for tests and demos: a tanh cell with a controlled Jac
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -18,9 +19,11 @@ from torch import nn
 
 from ._checks import check_positive, check_steps, fail
 from .estimators import Exact, Neumann, OneStep, Unrolled
+from .fixed_point import find_fixed_point
 from .layers import ForwardSolver, ImplicitLayer
+from .problem import FixedPointProblem
 
-__all__ = ["DigitsDEQ", "DigitsData", "TanhCell", "load_digits_tensors"]
+__all__ = ["DigitsDEQ", "DigitsData", "TanhCell", "load_digits_tensors", "random_tanh_problem"]
 
 
 class TanhCell(nn.Module):
@@ -166,3 +169,37 @@ class DigitsDEQ(nn.Module):
         z = self.project(x)
         h = self.layer(z, h0=torch.zeros_like(z))
         return self.head(h)
+
+
+def random_tanh_problem(
+    d: int, n: int = 16, batch: int = 1, scale: float = 1.0, seed: int = 0
+) -> FixedPointProblem:
+    r"""A seeded float64 problem ``F(h, x) = tanh(W h + U x + b)``, h* solved to rtol 1e-12.
+
+    ``W ~ N(0, scale²/d)``, ``U ~ N(0, 1/n)``, ``b ~ N(0, 0.01)``, ``x ~ N(0, 1)`` of shape
+    ``(batch, n)``, all from ``torch.Generator().manual_seed(seed)``: the same seed gives
+    the same problem. A reference family for spectral and gradient checks.
+
+    Example:
+        >>> import gradscope as gs
+        >>> problem = gs.random_tanh_problem(8, batch=2, scale=0.5)
+        >>> problem.h_star.shape, problem.residual.max_relative < 1e-12
+        (torch.Size([2, 8]), True)
+
+    """
+    g = torch.Generator().manual_seed(seed)
+    dt = torch.float64
+    p = {
+        "W": torch.randn(d, d, generator=g, dtype=dt) * scale / math.sqrt(d),
+        "U": torch.randn(d, n, generator=g, dtype=dt) / math.sqrt(n),
+        "b": torch.randn(d, generator=g, dtype=dt) * 0.1,
+    }
+    x = torch.randn(batch, n, generator=g, dtype=dt)
+
+    def fn(p, h, x):
+        return torch.tanh(h @ p["W"].T + x @ p["U"].T + p["b"])
+
+    fp = find_fixed_point(
+        lambda h, x: fn(p, h, x), x, h0=torch.zeros(batch, d, dtype=dt), rtol=1e-12, max_steps=500
+    )
+    return FixedPointProblem.from_function(fn, p, fp.value, x)

@@ -100,18 +100,4 @@ def linear_problem(W: torch.Tensor, seed: int = 0) -> gs.FixedPointProblem:
 
 def tanh_problem(d: int, n: int, batch: int, scale: float, seed: int = 0) -> gs.FixedPointProblem:
     """``F(h) = tanh(W h + U x + b)`` with W ~ N(0, scale²/d), solved to rtol 1e-12."""
-    g = torch.Generator().manual_seed(seed)
-    p = {
-        "W": torch.randn(d, d, generator=g, dtype=DT) * scale / math.sqrt(d),
-        "U": torch.randn(d, n, generator=g, dtype=DT) / math.sqrt(n),
-        "b": torch.randn(d, generator=g, dtype=DT) * 0.1,
-    }
-    x = torch.randn(batch, n, generator=g, dtype=DT)
-
-    def fn(p, h, x):
-        return torch.tanh(h @ p["W"].T + x @ p["U"].T + p["b"])
-
-    fp = gs.find_fixed_point(
-        lambda h, x: fn(p, h, x), x, h0=torch.zeros(batch, d, dtype=DT), rtol=1e-12, max_steps=500
-    )
-    return gs.FixedPointProblem.from_function(fn, p, fp.value, x)
+    return gs.random_tanh_problem(d, n, batch, scale, seed)
