@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import socket
 import time
 
 import pytest
@@ -19,63 +18,63 @@ import gradscope as gs
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank: int, world: int, port: int, folder: str) -> None:
+def _worker(rank: int, world: int, folder: str) -> None:
+    # A file store rather than TCP: no rank hosts a server that the other still needs while it
+    # shuts down, and no port to race for.
     torch.set_num_threads(1)
     dist.init_process_group(
         "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
+        init_method="file://" + os.path.join(folder, "store"),
         rank=rank,
         world_size=world,
         timeout=datetime.timedelta(seconds=60),
     )
-    try:
-        torch.manual_seed(0)  # same initial model on every rank
-        model = gs.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
-        monitor = gs.GradientMonitor(
-            estimators=[gs.OneStep()],
-            schedule=gs.Every(2),
-            sinks=[gs.CSVSink(os.path.join(folder, f"records_rank{rank}.csv"))],
-        )
-        monitor.attach(model.layer, name="deq")
-        ddp = nn.parallel.DistributedDataParallel(model)
-        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        generator = torch.Generator().manual_seed(100 + rank)  # a different shard per rank
-        for _ in range(4):
-            x = torch.randn(16, 64, generator=generator)
-            y = torch.randint(0, 10, (16,), generator=generator)
-            loss = nn.functional.cross_entropy(ddp(x), y)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        monitor.close()
-        flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-        result = {
-            "observations": monitor.observations,
-            "errors": monitor.errors,
-            "steps": sorted({r["step"] for r in monitor.records}),
-            "cosine": [
-                r["value"]
-                for r in monitor.records
-                if r["metric"] == "cosine" and r["param"] == "all" and r["estimator"] == "OneStep"
-            ],
-            "param_sum": float(flat.double().sum()),
-            "param_norm": float(flat.double().norm()),
-        }
-        with open(os.path.join(folder, f"result{rank}.json"), "w") as f:
-            json.dump(result, f)
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(0)  # same initial model on every rank
+    model = gs.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()],
+        schedule=gs.Every(2),
+        sinks=[gs.CSVSink(os.path.join(folder, f"records_rank{rank}.csv"))],
+    )
+    monitor.attach(model.layer, name="deq")
+    ddp = nn.parallel.DistributedDataParallel(model)
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    generator = torch.Generator().manual_seed(100 + rank)  # a different shard per rank
+    for _ in range(4):
+        x = torch.randn(16, 64, generator=generator)
+        y = torch.randint(0, 10, (16,), generator=generator)
+        loss = nn.functional.cross_entropy(ddp(x), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    monitor.close()
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    result = {
+        "observations": monitor.observations,
+        "errors": monitor.errors,
+        "steps": sorted({r["step"] for r in monitor.records}),
+        "cosine": [
+            r["value"]
+            for r in monitor.records
+            if r["metric"] == "cosine" and r["param"] == "all" and r["estimator"] == "OneStep"
+        ],
+        "param_sum": float(flat.double().sum()),
+        "param_norm": float(flat.double().norm()),
+    }
+    # Both ranks finish their work before either tears down; the result is written only after a
+    # clean destroy_process_group, and os._exit skips the interpreter's teardown of gloo's C++
+    # threads, which on some machines aborted ("terminate called without an active exception")
+    # after the test's work was done.
+    dist.barrier()
+    dist.destroy_process_group()
+    with open(os.path.join(folder, f"result{rank}.json"), "w") as f:
+        json.dump(result, f)
+    os._exit(0)
 
 
 def test_monitor_under_ddp_two_processes(tmp_path):
     context = mp.start_processes(
-        _worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
+        _worker, args=(2, str(tmp_path)), nprocs=2, join=False, start_method="spawn"
     )
     deadline = time.monotonic() + 120
     try:
