@@ -145,13 +145,16 @@ FACTORY_HELP = (
     "the factory must return a dict with 'cell' (an nn.Module whose forward(h, *inputs) "
     "returns the next h) and 'inputs' (a tensor or a tuple of tensors), and optionally "
     "'h_star' (the equilibrium; found with gradscope.find_fixed_point if absent), 'h0' "
-    "(the initial state) and 'loss' (a callable loss(h_star) -> scalar; a seeded random "
-    "cotangent is used if absent); or a tuple (cell, inputs[, h_star[, loss]])"
+    "(the initial state), 'loss' (a callable loss(h_star) -> scalar; a random cotangent "
+    "seeded by --seed is used if absent) and 'rtol' (the fixed-point residual above which "
+    "h_star is flagged); or a tuple (cell, inputs[, h_star[, loss]])"
 )
 
 
-def build_from_factory(factory) -> tuple[FixedPointProblem, torch.Tensor, str, object]:
-    """Call the user's factory and make the problem and the cotangent."""
+def build_from_factory(
+    factory, seed: int = 0
+) -> tuple[FixedPointProblem, torch.Tensor, str, object]:
+    """Call the user's factory and make the problem and the cotangent (seeded by ``seed``)."""
     try:
         made = factory()
     except Exception as error:
@@ -181,9 +184,10 @@ def build_from_factory(factory) -> tuple[FixedPointProblem, torch.Tensor, str, o
     loss = made.get("loss")
     if loss is None:
         g = torch.randn(
-            h_star.shape, generator=torch.Generator().manual_seed(0), dtype=h_star.dtype
+            h_star.shape, generator=torch.Generator().manual_seed(seed), dtype=h_star.dtype
         )
-        g, source = g.to(h_star.device), "a seeded random cotangent (the factory gave no loss)"
+        g = g.to(h_star.device)
+        source = f"a random cotangent, seed {seed} (the factory gave no loss)"
     else:
         h = h_star.detach().requires_grad_(True)
         value = loss(h)
@@ -223,7 +227,7 @@ def run_check(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace, estimators: list, caught: list) -> int:
     from .theory_report import check_theory
 
-    problem, g, source, found = build_from_factory(load_factory(args.target))
+    problem, g, source, found = build_from_factory(load_factory(args.target), args.seed)
     exact = estimate_gradient(problem, g, Exact())
     out: dict = {"problem": repr(problem), "cotangent": source, "estimators": {}}
     lines = [repr(problem), f"cotangent: {source}"]

@@ -163,7 +163,19 @@ def test_check_prints_report_and_comparisons(factory_file, tmp_path, capsys):
     assert (tmp_path / "rep" / "check.json").exists() and (tmp_path / "rep" / "check.txt").exists()
     assert main(["check", f"{factory_file}:make_tuple", "--estimators", "onestep", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert "OneStep" in data["estimators"] and "random cotangent" in data["cotangent"]
+    assert "OneStep" in data["estimators"] and "random cotangent, seed 0" in data["cotangent"]
+
+
+def test_check_seed_sets_the_random_cotangent(factory_file, capsys):
+    def cosine(seed):
+        args = ["check", f"{factory_file}:make_tuple", "--estimators", "onestep", "--json"]
+        assert main([*args, "--seed", str(seed)]) == 0
+        data = json.loads(capsys.readouterr().out)
+        assert f"seed {seed}" in data["cotangent"]
+        return data["estimators"]["OneStep"]["comparison"]["overall"]["cosine"]
+
+    assert cosine(3) == cosine(3)
+    assert cosine(3) != cosine(4)
 
 
 def test_check_fail_on_violation(factory_file, capsys):
