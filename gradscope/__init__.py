@@ -47,7 +47,7 @@ from .monitor import (
     theory_extra,
 )
 from .operators import JacobianOperators, LinearMap
-from .problem import FixedPointProblem, FixedPointResidual
+from .problem import FixedPointProblem, FixedPointResidual, default_fixed_point_rtol
 from .solvers import (
     GMRES,
     BiCGSTAB,
@@ -117,6 +117,7 @@ __all__ = [
     "SweepResult",
     "Unrolled",
     "compare",
+    "default_fixed_point_rtol",
     "default_solver_rtol",
     "estimate_gradient",
     "find_fixed_point",

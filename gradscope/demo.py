@@ -5,7 +5,8 @@ is trained on scikit-learn's bundled digits (1797 real 8×8 images, a seeded 75/
 split) with a phantom gradient, while a :class:`~gradscope.GradientMonitor` compares
 the exact, unrolled, Neumann and one-step gradients every few steps and tracks ρ(J),
 ‖J‖₂ and the Theorem-1 verdict. The run ends with a summary table and a report
-folder: ``metrics.csv``, figures (PNG) and ``summary.md``, which embeds them.
+folder: ``metrics.csv``, figures (PNG), ``summary.md``, which embeds them, and
+``summary.json``.
 """
 
 from __future__ import annotations

@@ -6,16 +6,16 @@ Every estimator turns the cotangent ``g = ∂ℓ/∂h*`` into parameter and inpu
 ================  ============================================  =======================
 estimator         gradient                                      memory
 ================  ============================================  =======================
-:class:`Exact`    ``F_θᵀ u*``, ``(I − Jᵀ)u* = g`` solved        one graph of F
-:class:`Unrolled` backprop through k steps                      k graphs of F
+:class:`~gradscope.Exact`    ``F_θᵀ u*``, ``(I − Jᵀ)u* = g`` solved        one graph of F
+:class:`~gradscope.Unrolled` backprop through k steps                      k graphs of F
                   ``h ← (1 − λ)h + λF(h)`` from ``stopgrad(h*)``
-:class:`Neumann`  ``λ F_θᵀ Σ_{t<k} (B_λᵀ)^t g``,                one graph of F
+:class:`~gradscope.Neumann`  ``λ F_θᵀ Σ_{t<k} (B_λᵀ)^t g``,                one graph of F
                   ``B_λ = (1 − λ)I + λJ``
-:class:`OneStep`  ``F_θᵀ g`` (k = 1, λ = 1; Jacobian-free)       one graph of F
+:class:`~gradscope.OneStep`  ``F_θᵀ g`` (k = 1, λ = 1; Jacobian-free)       one graph of F
 ================  ============================================  =======================
 
 The phantom gradients are Geng et al., "On Training Implicit Models", NeurIPS 2021
-(UPG and NPG, their eq. 9–10); :class:`OneStep` is Fung et al.'s JFB (AAAI 2022).
+(UPG and NPG, their eq. 9–10); :class:`~gradscope.OneStep` is Fung et al.'s JFB (AAAI 2022).
 """
 
 from __future__ import annotations

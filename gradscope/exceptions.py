@@ -5,8 +5,8 @@ Three kinds of trouble get three answers (see the design notes):
 * a programming error raises :class:`ValueError` or :class:`TypeError` at the call,
   with a message that names the call, what it got, what it expected and the fix;
 * a numerical failure (a solve that did not converge, a series that grew) is
-  recorded in the result and warned with :class:`ConvergenceWarning`, or raised
-  as :class:`ConvergenceError` when the caller asked for ``strict=True``;
+  recorded in the result and warned with :class:`~gradscope.ConvergenceWarning`, or raised
+  as :class:`~gradscope.ConvergenceError` when the caller asked for ``strict=True``;
 * a theory condition that fails is a *finding*: it is reported, never raised.
 """
 

@@ -1,6 +1,6 @@
 r"""An implicit layer that trains with any of gradscope's estimators.
 
-:class:`ImplicitLayer` wraps a cell ``F`` (a module with ``forward(h, *inputs)``) and
+:class:`~gradscope.ImplicitLayer` wraps a cell ``F`` (a module with ``forward(h, *inputs)``) and
 returns the equilibrium ``h* = F(h*, x; θ)``. The forward pass solves for ``h*`` under
 ``torch.no_grad()`` with :func:`~gradscope.find_fixed_point`; the backward pass is the
 estimator's (THEORY.md §2–3):
@@ -112,7 +112,7 @@ class ImplicitLayer(nn.Module):
         solver: the forward :class:`ForwardSolver`.
         warn: issue :class:`~gradscope.ConvergenceWarning` when the backward linear solve
             fails or a Neumann series grows (the forward solve never warns; read
-            :attr:`last_forward`).
+            ``last_forward``).
 
     Attributes:
         last_forward: the :class:`~gradscope.FixedPointResult` of the last forward solve

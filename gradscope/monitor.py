@@ -13,7 +13,7 @@ never altered), and records
 * whatever an ``extra`` callable returns (ρ(J), ‖J‖₂, the Theorem-1 verdict, ...).
 
 Records are tidy rows ``(step, layer, role, estimator, param, metric, value)``; they go
-to sinks (CSV, JSONL, TensorBoard, Python logging) and to :meth:`GradientMonitor.dataframe`.
+to sinks (CSV, JSONL, TensorBoard, Python logging) and to :meth:`GradientMonitor.dataframe <gradscope.GradientMonitor.dataframe>`.
 
 It never changes the training: it computes on detached copies through
 :class:`~gradscope.FixedPointProblem` (parameters as detached aliases, buffers as
@@ -425,7 +425,8 @@ class GradientMonitor:
         writer_rank: under ``torch.distributed``, the only rank that writes to sinks.
 
     Attributes:
-        records: the rows (dicts with keys :data:`COLUMNS`).
+        records: the rows (dicts with keys ``step, layer, role, estimator, param, metric,
+            value``).
         errors: number of observations that raised (logged, training went on).
         warnings: number of warnings captured from the monitor's own computations.
         observations: number of completed observations.
@@ -864,7 +865,10 @@ class GradientMonitor:
 
     # ------------------------------------------------------------------ results
     def dataframe(self):
-        """The records as a pandas DataFrame with columns :data:`COLUMNS` (needs pandas)."""
+        """The records as a pandas DataFrame (needs pandas).
+
+        Columns: ``step, layer, role, estimator, param, metric, value``.
+        """
         pd = _pandas()
         return pd.DataFrame(self.records, columns=list(COLUMNS))
 

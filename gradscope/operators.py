@@ -3,11 +3,11 @@ r"""Matrix-free operators at the equilibrium: J, Jᵀ, I − Jᵀ, B_λ and F_θ
 With ``J = ∂F/∂h`` at h* (THEORY.md §1), everything gradscope computes is built from
 
 * ``Jᵀv`` and ``F_θᵀ v``, ``F_xᵀ v``: vector–Jacobian products that walk the one autograd
-  graph of F at h* again (:attr:`FixedPointProblem.linearization`);
+  graph of F at h* again (:attr:`FixedPointProblem.linearization <gradscope.FixedPointProblem.linearization>`);
 * ``Jv``: a Jacobian–vector product by forward-mode AD (:func:`torch.func.jvp`).
 
-No d×d matrix is formed, except by :meth:`LinearMap.dense` on request (the reference
-path for small d). :meth:`LinearMap.to_scipy` exports a map to
+No d×d matrix is formed, except by :meth:`LinearMap.dense <gradscope.LinearMap.dense>` on request (the reference
+path for small d). :meth:`LinearMap.to_scipy <gradscope.LinearMap.to_scipy>` exports a map to
 :class:`scipy.sparse.linalg.LinearOperator` for scipy's solvers and eigensolvers.
 """
 
@@ -39,6 +39,7 @@ class LinearMap:
         transpose: optional factory of the transposed map.
         counter: a one-element list incremented by each application (shared by maps
             that cost the same product, so that the count is in VJPs or JVPs).
+        cost: how much one application adds to ``counter`` (default 1).
 
     Example:
         >>> import torch, gradscope as gs

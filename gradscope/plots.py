@@ -1,12 +1,12 @@
 r"""Figures for gradient quality — the only module that imports matplotlib and seaborn.
 
 Both are imported inside the functions, so ``import gradscope`` stays light. Each function
-returns a :class:`matplotlib.figure.Figure` and never calls ``show``; :func:`report`
+returns a :class:`matplotlib.figure.Figure` and never calls ``show``; :func:`plots.report <gradscope.plots.report>`
 writes every figure that the data allows as PNG files.
 
 Inputs are the monitor's tidy records (a pandas DataFrame with columns
 ``step, layer, role, estimator, param, metric, value``, see
-:meth:`~gradscope.GradientMonitor.dataframe`), a DataFrame with columns ``k, damping,
+:meth:`GradientMonitor.dataframe <gradscope.GradientMonitor.dataframe>`), a DataFrame with columns ``k, damping,
 value`` for sweeps, complex eigenvalues for spectra and :class:`~gradscope.Solution`
 objects for residual traces.
 
@@ -272,7 +272,7 @@ def plot_spectrum(
 def plot_residual_traces(
     solutions: Mapping[str, object] | Sequence[object], title: str | None = None
 ):
-    """Residual traces of linear solves (:attr:`Solution.trace`) or forward solves (``FixedPointResult.trace``).
+    """Residual traces of linear solves (:class:`Solution.trace <gradscope.Solution>`) or forward solves (``FixedPointResult.trace``).
 
     Args:
         solutions: a mapping label → solution, or a sequence (labelled by solver).

@@ -1,7 +1,7 @@
 """The fixed-point problem: F, its equilibrium h*, the inputs and the parameters.
 
 A deep equilibrium layer defines its output as the solution of ``h* = F(h*, x; θ)``
-(THEORY.md §1). :class:`FixedPointProblem` freezes one such equilibrium so that the
+(THEORY.md §1). :class:`~gradscope.FixedPointProblem` freezes one such equilibrium so that the
 gradient estimators, the operators and the theory checks can look at it without
 touching the user's model: parameters enter through :func:`torch.func.functional_call`
 as detached aliases, buffers as copies, so no ``.grad`` and no running statistic of the
@@ -351,7 +351,11 @@ class FixedPointProblem:
 
     @cached_property
     def linearization(self) -> Linearization:
-        """The autograd graph of F at h*, built once (see :class:`Linearization`)."""
+        """The autograd graph of F at h*, built once.
+
+        The output of F with h, θ and the floating inputs as leaves, and the bytes the
+        graph holds (``graph_bytes``).
+        """
         h = self.h_star.clone().requires_grad_(True)
         params = {n: p.detach().requires_grad_(True) for n, p in self.params.items()}
         inputs = tuple(

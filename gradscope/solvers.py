@@ -1,7 +1,7 @@
-r"""Linear solvers for the adjoint system ``(I − Jᵀ)u = g`` (or any :class:`LinearMap`).
+r"""Linear solvers for the adjoint system ``(I − Jᵀ)u = g`` (or any :class:`~gradscope.LinearMap`).
 
-Each solver is a frozen dataclass validated on construction; :func:`linear_solve` runs
-one and returns a :class:`Solution` whose residual is the **true** one,
+Each solver is a frozen dataclass validated on construction; :func:`~gradscope.linear_solve` runs
+one and returns a :class:`~gradscope.Solution` whose residual is the **true** one,
 ``‖b − A x‖ / ‖b‖``, recomputed with one extra product after the iteration, never
 the solver's running estimate.
 
@@ -13,10 +13,10 @@ VJP. This is valid only when the samples are independent (J block-diagonal), whi
 ============================  ==================================  =====================
 solver                        converges when                      products per step
 ============================  ==================================  =====================
-:class:`Dense`                A is non-singular                   n (to build A), once
-:class:`GMRES`                A is non-singular (restarts aside)  1
-:class:`BiCGSTAB`             A is non-singular (may break down)  2
-:class:`FixedPointIteration`  ρ(I − A) < 1, i.e. ρ(J) < 1         1
+:class:`~gradscope.Dense`                A is non-singular                   n (to build A), once
+:class:`~gradscope.GMRES`                A is non-singular (restarts aside)  1
+:class:`~gradscope.BiCGSTAB`             A is non-singular (may break down)  2
+:class:`~gradscope.FixedPointIteration`  ρ(I − A) < 1, i.e. ρ(J) < 1         1
 ============================  ==================================  =====================
 """
 
@@ -107,6 +107,15 @@ class Dense:
 
     Costs n products (per-sample) or N = numel products (whole) and O(n³) flops: for
     small states only.
+
+    Args:
+        per_sample: materialise one n×n block per sample (valid when samples are
+            independent) or the whole N×N matrix; ``None`` picks per-sample when valid.
+        rtol, atol: the certificate: ``converged`` when the true residual
+            ``‖b − Ax‖ ≤ max(rtol‖b‖, atol)``; ``rtol=None`` takes
+            :func:`default_solver_rtol` of the dtype.
+        strict: raise instead of warning when the certificate fails.
+
     """
 
     per_sample: bool | None = None

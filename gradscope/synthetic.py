@@ -1,12 +1,12 @@
 r"""Small models and data for tests and demos: a tanh cell with a controlled Jacobian and a digits DEQ.
 
-* :class:`TanhCell` — ``F(h, x) = tanh(W h + x)`` with ``‖W‖₂`` set on construction, so
+* :class:`~gradscope.TanhCell` — ``F(h, x) = tanh(W h + x)`` with ``‖W‖₂`` set on construction, so
   ``‖J‖₂ = ‖diag(1 − tanh²) W‖₂ ≤ ‖W‖₂``: a spectral norm below 1 makes F a contraction
   (THEORY.md §2), above 1 allows ``ρ(J) ≥ 1``.
-* :func:`load_digits_tensors` — scikit-learn's 1797 real 8×8 digit images, standardized,
+* :func:`~gradscope.load_digits_tensors` — scikit-learn's 1797 real 8×8 digit images, standardized,
   split with a seed (scikit-learn is the optional ``data`` extra).
-* :class:`DigitsDEQ` — input projection → :class:`~gradscope.ImplicitLayer` with a
-  :class:`TanhCell` → linear head; trains in seconds on two CPU cores.
+* :class:`~gradscope.DigitsDEQ` — input projection → :class:`~gradscope.ImplicitLayer` with a
+  :class:`~gradscope.TanhCell` → linear head; trains in seconds on two CPU cores.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 r"""Damping bounds, steps needed and Theorem 1 (ascent direction), checked numerically.
 
-* :func:`damping_limit`: ``ρ(B_λ) < 1`` ⟺ every ``Re μ < 1`` and
+* :func:`~gradscope.damping_limit`: ``ρ(B_λ) < 1`` ⟺ every ``Re μ < 1`` and
   ``0 < λ < λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` over the eigenvalues μ of J
   [derived, THEORY.md §5].
-* :func:`optimal_damping`: ``argmin_{λ ∈ (0, 1]} max_μ |1 − λ(1 − μ)|`` (convex in λ)
+* :func:`~gradscope.optimal_damping`: ``argmin_{λ ∈ (0, 1]} max_μ |1 − λ(1 − μ)|`` (convex in λ)
   [derived, THEORY.md §5].
-* :func:`steps_needed`: the k with ``‖B_λ^k‖₂ ≤ 1/κ²`` (Theorem 1 then holds for NPG at
+* :func:`~gradscope.steps_needed`: the k with ``‖B_λ^k‖₂ ≤ 1/κ²`` (Theorem 1 then holds for NPG at
   an exact fixed point, since ``E_neu = −F_θᵀ(B_λᵀ)^k`` [derived, THEORY.md §5]) and
   the k with ``‖B_λ^k‖₂ ≤ tol`` (worst-case relative adjoint error), computed from the
   norms of the powers themselves, not only from ``ρ(B_λ)^k``.
-* :func:`check_ascent`: Geng et al. 2021, Theorem 1: if
+* :func:`~gradscope.check_ascent`: Geng et al. 2021, Theorem 1: if
   ``‖P(I − Jᵀ) − F_θᵀ‖₂ ≤ σ_min(F_θ)²/σ_max(F_θ)`` then ``⟨∇̂, ∇⟩ ≥ 0``.
 """
 

@@ -1,4 +1,4 @@
-r"""One call that checks the theory at an equilibrium and says what to do: :func:`check_theory`.
+r"""One call that checks the theory at an equilibrium and says what to do: :func:`~gradscope.check_theory`.
 
 It gathers the fixed-point residual, the spectrum of J (ρ(J), ‖J‖₂, σ_min(I − J)), the
 damping bounds, ‖B_λ^k‖₂, Theorem 1 of Geng et al. (2021) for the chosen estimator, the
