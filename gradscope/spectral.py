@@ -19,13 +19,13 @@ block-diagonal J). Methods are strategy objects:
 ==========================  ===========================================  ==========================
 method                      what                                         products per sample
 ==========================  ===========================================  ==========================
-:class:`~gradscope.Arnoldi`            Krylov (Arnoldi, full re-orthogonalisation)  ≤ ``max_steps`` VJPs
-:class:`~gradscope.Lanczos`            symmetric Lanczos on ``AᵀA`` (norms)         ≤ 2 ``max_steps`` per power
-:class:`~gradscope.PowerIteration`     power iteration + Rayleigh quotient          ``steps`` VJPs
+:class:`Arnoldi`            Krylov (Arnoldi, full re-orthogonalisation)  ≤ ``max_steps`` VJPs
+:class:`Lanczos`            symmetric Lanczos on ``AᵀA`` (norms)         ≤ 2 ``max_steps`` per power
+:class:`PowerIteration`     power iteration + Rayleigh quotient          ``steps`` VJPs
                             (the peers' method, TorchDEQ's
                             ``power_method``)
-:class:`~gradscope.ScipyEigs`          ``scipy.sparse.linalg.eigs`` (ARPACK)        as ARPACK needs (reference)
-:class:`~gradscope.DenseSpectrum`      materialise J, ``torch.linalg.eigvals`` /    n (reference, small n)
+:class:`ScipyEigs`          ``scipy.sparse.linalg.eigs`` (ARPACK)        as ARPACK needs (reference)
+:class:`DenseSpectrum`      materialise J, ``torch.linalg.eigvals`` /    n (reference, small n)
                             ``svdvals``
 ==========================  ===========================================  ==========================
 """

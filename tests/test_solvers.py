@@ -58,6 +58,30 @@ def test_restarted_gmres_stagnation_is_reported_not_hidden():
     assert gs.linear_solve(ops.adjoint, b, gs.GMRES(rtol=1e-11, restart=8)).converged
 
 
+@pytest.mark.parametrize(
+    "solver",
+    [gs.GMRES(restart=200, max_steps=400), gs.GMRES(max_steps=400), gs.BiCGSTAB(max_steps=400)],
+    ids=["GMRES(200)", "GMRES(60)", "BiCGSTAB"],
+)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_numerically_singular_system_returns_the_best_iterate(solver, dtype):
+    # I − J with J = 0.9 I + 0.5 N (N the shift): cond ≈ 5^200, singular to working
+    # precision. Before the best-iterate guard GMRES(200) returned a true residual of
+    # 4e9 and BiCGSTAB 5e37 (inf in float32). Now: finite, never worse than x0 = 0.
+    d = 200
+    J = 0.9 * torch.eye(d, dtype=DT) + 0.5 * torch.diag(torch.ones(d - 1, dtype=DT), 1)
+    A = (torch.eye(d, dtype=DT) - J).to(dtype)
+    b = randn(3, d, seed=11).to(dtype)
+    op = gs.LinearMap(lambda v: v @ A.T, b, "I − J")
+    with pytest.warns(gs.ConvergenceWarning, match="did not converge"):
+        sol = gs.linear_solve(op, b, solver, per_sample=True)
+    assert not sol.converged
+    assert bool(torch.isfinite(sol.value).all())
+    assert sol.residual <= 1.0 + 1e-6
+    true = (b - op(sol.value)).norm(dim=1) / b.norm(dim=1)
+    assert torch.allclose(true.to(DT), sol.residual_per_sample.to(DT), rtol=1e-4, atol=1e-6)
+
+
 def test_per_sample_and_whole_agree_and_dense_modes_agree():
     problem = linear_problem(0.95, "random", d=6, batch=5)
     ops = gs.JacobianOperators(problem)
