@@ -20,6 +20,12 @@ Usage::
 
     python analysis/gpu_scale.py --device cuda            # full setting (≈10M parameters)
     python analysis/gpu_scale.py --smoke                  # CPU smoke mode (small widths)
+    python analysis/gpu_scale.py --plot-from results/gpu_scale/h100/run3_gpu_scale.csv
+
+Writes ``gpu_scale.csv``, ``gpu_scale_facts.json`` and ``gpu_scale.png`` (backward time,
+whole-step time, peak memory and cosine to the exact gradient per estimator) into
+``--out``; ``--plot-from RUN.csv`` only redraws the figure of an existing run as
+``RUN.png`` next to it (reading ``RUN_facts.json`` for the title when it is there).
 """
 
 from __future__ import annotations
@@ -34,6 +40,12 @@ import sys
 import time
 from pathlib import Path
 
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -353,6 +365,9 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
         {
             "params": n_params,
             "cell_params": n_cell,
+            "width": args.width,
+            "batch": args.batch,
+            "repeats": args.repeats,
             "data": source,
             "loss": loss,
             "forward_steps": fp.steps,
@@ -425,6 +440,143 @@ def monitor_overhead(model: MDEQ, images, labels, args) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------- figure
+def _bar_labels(ax, bars, labels: list[str]) -> None:
+    for bar, label in zip(bars, labels):
+        ax.annotate(
+            label,
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+
+
+def plot(table: pd.DataFrame, facts: dict, path: Path) -> None:
+    """A 2×2 figure: backward time, whole training step, memory, cosine to exact, per estimator."""
+    sns.set_theme(style="whitegrid", context="paper")
+    names = list(table["estimator"])
+    x = list(range(len(names)))
+    colors = [("0.55" if n == "exact" else f"C{i}") for i, n in enumerate(names)]
+    fig, axes = plt.subplots(2, 2, figsize=(9.5, 7.0), layout="constrained")
+    (a, b), (c, d) = axes
+
+    bars = a.bar(x, table["backward_ms"], color=colors)
+    _bar_labels(
+        a,
+        bars,
+        [
+            f"{ms:.0f} ms" + ("" if n == "exact" else f"\n{s:.1f}× faster")
+            for n, ms, s in zip(names, table["backward_ms"], table["backward_speedup_vs_exact"])
+        ],
+    )
+    a.set_title("Backward alone (gradient estimate)")
+    a.set_ylabel("milliseconds (median)")
+
+    forward = table["forward_ms"]
+    rest = table["step_ms"] - forward
+    b.bar(x, forward, color="0.8", label="stem + forward solve + loss")
+    b.bar(x, rest, bottom=forward, color=colors, label="backward + optimizer step")
+    for i, (n, ms, s) in enumerate(zip(names, table["step_ms"], table["step_speedup_vs_exact"])):
+        b.annotate(
+            f"{ms:.0f} ms" + ("" if n == "exact" else f"\n{s:.2f}× faster"),
+            (i, ms),
+            xytext=(0, 2),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
+    b.set_title("Whole training step")
+    b.set_ylabel("milliseconds (median)")
+    b.legend(fontsize=7, loc="lower right", framealpha=0.9)
+
+    peak = table["peak_backward_MiB"].astype(float)
+    has_peak = bool(peak.notna().any() and (peak > 0).any())
+    width, shift = (0.38, 0.19) if has_peak else (0.6, 0.0)
+
+    def mib(v: float) -> str:
+        return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+    if has_peak:
+        bars = c.bar(
+            [i - shift for i in x],
+            peak,
+            width,
+            color=colors,
+            label="peak CUDA memory in backward",
+        )
+        _bar_labels(c, bars, [mib(v) for v in peak])
+        c.set_title("Memory")
+    else:
+        c.set_title("Memory (peak CUDA memory: n/a on CPU)")
+    bars = c.bar(
+        [i + shift for i in x],
+        table["graph_MiB"],
+        width,
+        color=colors,
+        alpha=0.45,
+        hatch="//",
+        edgecolor="0.3",
+        label="autograd graph kept for the backward",
+    )
+    _bar_labels(c, bars, [mib(v) for v in table["graph_MiB"]])
+    c.set_ylabel("MiB")
+    c.legend(fontsize=7, loc="upper right", framealpha=0.9)
+
+    cos = table["cosine_to_exact"].astype(float)
+    bars = d.bar(x, cos, color=colors)
+    _bar_labels(
+        d,
+        bars,
+        [
+            f"{v:.4f}" + ("" if n == "exact" else f"\nrel. error {e:.3f}")
+            for n, v, e in zip(names, cos, table["relative_error"])
+        ],
+    )
+    lo = min(0.0, float(cos.min()))
+    d.set_ylim(lo, 1.15)
+    d.axhline(1.0, color="0.3", lw=0.8, ls="--")
+    d.set_title("Agreement with the exact gradient")
+    d.set_ylabel("cosine to the exact gradient")
+
+    for ax in axes.flat:
+        ax.set_xticks(x, names)
+        ax.set_xlabel("")
+        top = ax.get_ylim()[1]
+        if ax is not d:
+            ax.set_ylim(0, top * 1.15)
+
+    bits = []
+    if "device" in facts:
+        bits.append(str(facts["device"]))
+    if "params" in facts:
+        bits.append(f"MDEQ-style conv DEQ, {float(facts['params']) / 1e6:.2f}M parameters")
+    if "width" in facts:
+        bits.append(f"width {facts['width']}")
+    if "batch" in facts:
+        bits.append(f"batch {facts['batch']}")
+    if "rho_J" in facts:
+        bits.append(f"ρ(J) = {float(facts['rho_J']):.2f}")
+    if "synthetic" in str(facts.get("data", "")):
+        bits.append("synthetic CIFAR-10-shaped data")
+    fig.suptitle("gpu_scale: " + (", ".join(bits) if bits else path.stem), fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_from(csv_path: Path) -> Path:
+    """Redraw the figure of an existing run: ``RUN.csv`` → ``RUN.png`` (title from ``RUN_facts.json``)."""
+    table = pd.read_csv(csv_path)
+    facts_path = csv_path.with_name(csv_path.stem + "_facts.json")
+    facts = json.loads(facts_path.read_text()) if facts_path.exists() else {}
+    png = csv_path.with_suffix(".png")
+    plot(table, facts, png)
+    return png
+
+
 # ---------------------------------------------------------------------------- report
 def report(rows: list[dict], extra: dict, out: Path) -> bool:
     out.mkdir(parents=True, exist_ok=True)
@@ -434,6 +586,7 @@ def report(rows: list[dict], extra: dict, out: Path) -> bool:
         writer.writeheader()
         writer.writerows(rows)
     (out / "gpu_scale_facts.json").write_text(json.dumps(extra, indent=2, default=str))
+    plot(pd.DataFrame(rows), extra, out / "gpu_scale.png")
     cols = [
         "estimator",
         "backward_ms",
@@ -492,7 +645,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cifar", default=None, help="a CIFAR-10 python folder (data_batch_1 …)")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--plot-from",
+        type=Path,
+        default=None,
+        metavar="RUN.csv",
+        help="only redraw the figure of an existing results CSV (written as RUN.png next to it)",
+    )
     args = parser.parse_args(argv)
+    if args.plot_from is not None:
+        print(f"wrote {plot_from(args.plot_from)}")
+        return 0
     if args.smoke:
         args.width, args.batch, args.repeats, args.warmup_steps = 4, 4, 1, 1
         args.forward_steps, args.exact_steps, args.device = 30, 100, "cpu"

@@ -45,3 +45,10 @@ def test_multiscale_cell_is_a_well_posed_per_sample_deq():
 def test_smoke_mode_end_to_end(tmp_path):
     assert gpu_scale.main(["--smoke", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "gpu_scale.csv").exists() and (tmp_path / "gpu_scale_facts.json").exists()
+    png = tmp_path / "gpu_scale.png"
+    assert png.exists() and png.stat().st_size > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # --plot-from redraws the figure of an existing run, next to its CSV
+    png.unlink()
+    assert gpu_scale.main(["--plot-from", str(tmp_path / "gpu_scale.csv")]) == 0
+    assert png.exists() and png.stat().st_size > 0
