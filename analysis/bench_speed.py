@@ -7,8 +7,8 @@ is not stated, so both are timed here).
 
 Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.DigitsDEQ`,
 width 48, batch 64, float32, Anderson forward to rtol 1e-4) on one CPU thread, at two
-states of the same model: at initialisation and after 300 steps of the demo's training
-recipe (AdamW lr 5e-3, NPG(5, 0.5)), where ρ(J) has risen (the exact backward's GMRES then
+states of the same model: at initialisation and after 300 training steps with AdamW
+(lr 5e-3, weight decay 0.05) and NPG(5, 0.5), where ρ(J) has risen (the exact backward's GMRES then
 needs more iterations). Backward estimators compared: Exact (per-sample GMRES, rtol 1e-5,
 the float32 setting of ``gradscope demo``), UPG(5, 0.5), NPG(5, 0.5) and one-step, each
 set as the :class:`gradscope.ImplicitLayer`'s estimator. One round times, for each
@@ -65,7 +65,7 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_speed"
 
 
 def trained_model(data: gs.DigitsData, steps: int, seed: int = 0) -> gs.DigitsDEQ:
-    """A DigitsDEQ after ``steps`` steps of the demo recipe (AdamW lr 5e-3, NPG(5, 0.5))."""
+    """A DigitsDEQ after ``steps`` training steps with AdamW (lr 5e-3, weight decay 0.05) and NPG(5, 0.5)."""
     torch.manual_seed(seed)
     model = gs.DigitsDEQ(width=WIDTH, estimator=gs.Neumann(5, 0.5))
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.05)
