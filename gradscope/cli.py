@@ -143,7 +143,8 @@ def load_factory(target: str):
 
 FACTORY_HELP = (
     "the factory must return a dict with 'cell' (an nn.Module whose forward(h, *inputs) "
-    "returns the next h) and 'inputs' (a tensor or a tuple of tensors), and optionally "
+    "returns the next h, or a function fn(params, h, *inputs) together with 'params', a "
+    "dict of parameter tensors) and 'inputs' (a tensor or a tuple of tensors), and optionally "
     "'h_star' (the equilibrium; found with gradscope.find_fixed_point if absent), 'h0' "
     "(the initial state), 'loss' (a callable loss(h_star) -> scalar; a random cotangent "
     "seeded by --seed is used if absent) and 'rtol' (the fixed-point residual above which "
@@ -166,22 +167,48 @@ def build_from_factory(
         made = dict(zip(keys, made))
     if not isinstance(made, dict) or "cell" not in made or "inputs" not in made:
         raise UsageError(f"the factory returned {type(made).__name__}; {FACTORY_HELP}")
-    cell, inputs = made["cell"], made["inputs"]
-    if not isinstance(cell, nn.Module):
-        raise UsageError(f"'cell' is a {type(cell).__name__}, not an nn.Module; {FACTORY_HELP}")
-    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
-    if not all(isinstance(x, torch.Tensor) for x in inputs):
+    cell, inputs, params = made["cell"], made["inputs"], made.get("params")
+    if isinstance(cell, nn.Module):
+        if params is not None:
+            raise UsageError(
+                f"'params' goes with a function cell, not an nn.Module; {FACTORY_HELP}"
+            )
+        step = cell
+    elif callable(cell):
+        if not isinstance(params, dict) or not params:
+            raise UsageError(
+                f"a function cell needs 'params', a non-empty dict of tensors; {FACTORY_HELP}"
+            )
+        step = _bind(cell, params)
+    else:
+        raise UsageError(
+            f"'cell' is a {type(cell).__name__}, not an nn.Module or a function; {FACTORY_HELP}"
+        )
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    elif isinstance(inputs, (tuple, list)):
+        inputs = tuple(inputs)
+    else:
+        raise UsageError(f"'inputs' is a {type(inputs).__name__}; {FACTORY_HELP}")
+    if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
         raise UsageError(f"'inputs' must be tensors; {FACTORY_HELP}")
+    loss = made.get("loss")
+    if loss is not None and not callable(loss):
+        raise UsageError(f"'loss' is a {type(loss).__name__}, not a callable; {FACTORY_HELP}")
     h_star = made.get("h_star")
     found = None
     if h_star is None:
-        fp = _find_fixed_point(cell, inputs, made.get("h0"))
+        fp = _find_fixed_point(step, inputs, made.get("h0"))
         h_star, found = fp.value, fp
     try:
-        problem = FixedPointProblem.from_module(cell, h_star, *inputs, rtol=made.get("rtol"))
-    except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
-    loss = made.get("loss")
+        if isinstance(cell, nn.Module):
+            problem = FixedPointProblem.from_module(cell, h_star, *inputs, rtol=made.get("rtol"))
+        else:
+            problem = FixedPointProblem.from_function(
+                cell, params, h_star, *inputs, rtol=made.get("rtol")
+            )
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise UsageError(f"the factory's model does not run: {error}") from None
     if loss is None:
         g = torch.randn(
             h_star.shape, generator=torch.Generator().manual_seed(seed), dtype=h_star.dtype
@@ -190,12 +217,24 @@ def build_from_factory(
         source = f"a random cotangent, seed {seed} (the factory gave no loss)"
     else:
         h = h_star.detach().requires_grad_(True)
-        value = loss(h)
-        if not isinstance(value, torch.Tensor) or value.numel() != 1:
-            raise UsageError("'loss' must return a scalar tensor loss(h_star)")
+        try:
+            value = loss(h)
+        except Exception as error:
+            raise UsageError(f"the factory's loss raised {type(error).__name__}: {error}") from None
+        if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
+            raise UsageError("'loss' must return a scalar tensor that depends on h_star")
         (g,) = torch.autograd.grad(value, h)
         source = "the factory's loss"
     return problem, g, source, found
+
+
+def _bind(fn, params):
+    """``fn(params, h, *inputs)`` as the map ``(h, *inputs) ↦ next h`` for the forward solve."""
+
+    def step(h, *inputs):
+        return fn(params, h, *inputs)
+
+    return step
 
 
 def _find_fixed_point(cell, inputs, h0):
@@ -209,8 +248,8 @@ def _find_fixed_point(cell, inputs, h0):
             rtol=1e-8 if inputs[0].dtype == torch.float64 else 1e-5,
             max_steps=500,
         )
-    except (TypeError, ValueError) as error:
-        raise UsageError(str(error)) from None
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise UsageError(f"finding the equilibrium failed: {error}") from None
 
 
 def run_check(args: argparse.Namespace) -> int:
@@ -328,33 +367,93 @@ def tanh_problem(
     return problem, g, measured
 
 
+def digits_problem(
+    width: int, batch: int, seed: int
+) -> tuple[FixedPointProblem, torch.Tensor, float]:
+    """The demo's model at its equilibrium on ``batch`` real training digits, in float64.
+
+    The model is a :class:`~gradscope.DigitsDEQ` as initialised with ``seed``; the cotangent
+    is the cross-entropy's gradient at h*. Returns the problem, the cotangent and ρ(J).
+    """
+    from .fixed_point import find_fixed_point
+    from .spectral import spectral_radius
+    from .synthetic import DigitsDEQ, load_digits_tensors
+
+    try:
+        data = load_digits_tensors(seed=seed, dtype=torch.float64)
+    except ImportError as error:
+        raise UsageError(f"{error} (pip install 'gradscope[data]')") from None
+    if batch > len(data.y_train):
+        raise UsageError(f"--batch {batch}: the digits training split has {len(data.y_train)}")
+    torch.manual_seed(seed)
+    model = DigitsDEQ(width=width).double()
+    x, y = data.x_train[:batch], data.y_train[:batch]
+    with torch.no_grad():
+        z = model.project(x)
+    fp = find_fixed_point(
+        model.layer.cell, z, h0=torch.zeros_like(z), rtol=1e-12, max_steps=2000, warn=False
+    )
+    if not fp.converged:
+        raise UsageError(f"the demo model's forward solve did not converge ({fp!r})")
+    problem = FixedPointProblem.from_module(model.layer.cell, fp.value, z)
+    h = fp.value.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model.head(h), y), h)
+    return problem, g, spectral_radius(problem).value
+
+
 def run_sweep(args: argparse.Namespace) -> int:
     """``gradscope sweep``: a (k, λ) grid of UPG and NPG against the exact gradient."""
     from .sweeps import sweep
 
     steps = parse_int_list(args.steps)
     dampings = parse_float_list(args.dampings)
-    if not 0 < args.rho < 1:
-        raise UsageError(
-            f"--rho {args.rho}: expected a spectral radius in (0, 1) (the forward solve must converge)"
-        )
-    problem, g, measured = tanh_problem(args.rho, args.width, args.batch, args.seed)
+    if args.width < 1 or args.batch < 1:
+        raise UsageError(f"--width {args.width}, --batch {args.batch}: both must be ≥ 1")
+    if args.model == "digits":
+        if args.rho is not None:
+            raise UsageError(
+                "--rho sets the synthetic tanh cell; it does not apply to --model digits"
+            )
+        problem, g, measured = digits_problem(args.width, args.batch, args.seed)
+        what = f"the demo's digits DEQ (untrained, seed {args.seed}), width {args.width}"
+    else:
+        rho = 0.9 if args.rho is None else args.rho
+        if not 0 < rho < 1:
+            raise UsageError(
+                f"--rho {rho}: expected a spectral radius in (0, 1) (the forward solve must converge)"
+            )
+        problem, g, measured = tanh_problem(rho, args.width, args.batch, args.seed)
+        what = f"tanh cell, width {args.width}"
     result = sweep(problem, g, steps=steps, dampings=dampings)
     text = "\n\n".join(
-        [f"tanh cell, width {args.width}, batch {args.batch}, ρ(J) = {measured:.4f} (float64)"]
+        [f"{what}, batch {args.batch}, ρ(J) = {measured:.4f} (float64)"]
         + [
             result.table(metric, method)
             for method in ("Unrolled", "Neumann")
             for metric in ("cosine", "relative_error")
         ]
+        + [_ascent_line(result)]
     )
-    out = {"rho": measured, "rows": result.rows}
+    out = {"model": args.model, "rho": measured, "rows": result.rows}
     if args.out:
         folder = Path(args.out)
         result.to_csv(folder / "sweep.csv")
         _sweep_figures(result, folder)
     _emit(args, out, text)
     return 0
+
+
+def _ascent_line(result) -> str:
+    """Which (k, λ) cells are not an ascent direction (⟨∇̂, ∇⟩ ≤ 0)."""
+    bad = [
+        f"{row['method']}({row['steps']}, {row['damping']:g})"
+        for row in result.rows
+        if not row["ascent"]
+    ]
+    if not bad:
+        return "ascent: every cell is an ascent direction (⟨∇̂, ∇⟩ > 0)"
+    return f"ascent: NOT an ascent direction (⟨∇̂, ∇⟩ ≤ 0) in {len(bad)} cells: " + ", ".join(bad)
 
 
 def _sweep_figures(result, folder: Path) -> None:
@@ -444,9 +543,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(sw)
     sw.add_argument(
+        "--model",
+        choices=("tanh", "digits"),
+        default="tanh",
+        help="tanh: a synthetic cell with a chosen ρ(J) (default); digits: the demo's DEQ "
+        "(as initialised) on real digits",
+    )
+    sw.add_argument(
         "--rho",
         type=float,
-        default=0.9,
+        default=None,
         help="ρ(J) of the synthetic tanh cell, in (0, 1) (default 0.9)",
     )
     sw.add_argument("--width", type=int, default=32, help="state width (default 32)")

@@ -37,15 +37,44 @@ __all__ = ["run_demo"]
 VERDICTS = {1.0: "holds", 0.0: "vacuous", -1.0: "fails"}
 
 
-def _progress(total: int, quiet: bool):
+class _PlainProgress:
+    """The fallback without tqdm: one line on stderr every 10 % of the steps."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.postfix = total, 0, {}
+        self.start = time.perf_counter()
+
+    def set_postfix(self, **values: str) -> None:
+        self.postfix = values
+
+    def update(self, n: int) -> None:
+        before = 10 * self.done // self.total
+        self.done += n
+        if 10 * self.done // self.total > before or self.done == self.total:
+            extra = " ".join(f"{k}={v}" for k, v in self.postfix.items())
+            elapsed = time.perf_counter() - self.start
+            print(
+                f"training: {self.done}/{self.total} steps ({elapsed:.0f} s) {extra}",
+                file=sys.stderr,
+                flush=True,
+            )
+
+    def close(self) -> None:
+        pass
+
+
+def _progress(total: int, quiet: bool, use_tqdm: bool = True):
     """A tqdm bar when tqdm is installed and wanted; otherwise a plain line every 10 %."""
     if quiet:
         return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover - tqdm is in the logging and test extras
-        return None
-    return tqdm(total=total, desc="training", unit="step", file=sys.stderr)
+    if use_tqdm:
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:  # tqdm is in the logging and test extras
+            pass
+        else:
+            return tqdm(total=total, desc="training", unit="step", file=sys.stderr)
+    return _PlainProgress(total)
 
 
 def _exact_rtol(dtype: torch.dtype) -> float:
@@ -76,7 +105,10 @@ def run_demo(args: argparse.Namespace) -> int:
     width = args.width if not args.quick or args.width != 48 else 32
     if steps < 1 or every < 1 or width < 1:
         raise UsageError("--steps, --every and --width must be positive integers")
-    device = torch.device(args.device)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UsageError(f"--device {args.device!r}: expected cpu or cuda (e.g. cuda:0)") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError("--device cuda: no CUDA device is available here")
     out = Path(args.out or "gradscope-report")

@@ -141,6 +141,40 @@ def make_violation():
 def make_bad():
     return 42
 
+def fn(p, h, x):
+    return torch.tanh(h @ p["W"].T + x @ p["U"].T)
+
+def make_function():
+    g = torch.Generator().manual_seed(2)
+    params = {"W": 0.3 * torch.randn(4, 4, generator=g, dtype=torch.float64),
+              "U": torch.randn(4, 3, generator=g, dtype=torch.float64)}
+    x = torch.randn(2, 3, generator=g, dtype=torch.float64)
+    return {"cell": fn, "params": params, "inputs": x, "h0": torch.zeros(2, 4, dtype=torch.float64),
+            "loss": lambda h: (h ** 2).sum()}
+
+def make_function_without_params():
+    return {"cell": fn, "inputs": torch.ones(1, 3, dtype=torch.float64)}
+
+def make_not_a_cell():
+    return {"cell": 42, "inputs": torch.ones(1, 3)}
+
+def make_scalar_inputs():
+    return {"cell": Cell().double(), "inputs": 3}
+
+def make_bad_loss():
+    return {"cell": Cell().double(), "inputs": torch.ones(1, 3, dtype=torch.float64), "loss": 5}
+
+def make_loss_raises():
+    def loss(h):
+        raise ValueError("labels missing")
+    return {"cell": Cell().double(), "inputs": torch.ones(1, 3, dtype=torch.float64), "loss": loss}
+
+def make_long_tuple():
+    return (Cell(), torch.ones(1, 3), None, None, None)
+
+def make_wrong_shape():
+    return {"cell": Cell().double(), "inputs": torch.ones(1, 5, dtype=torch.float64)}
+
 def make_raises():
     raise RuntimeError("boom")
 """
@@ -208,6 +242,17 @@ def test_check_fail_on_violation(factory_file, capsys):
         (["check", "{f}:missing"], "has no 'missing'"),
         (["check", "{f}:make_bad"], "the factory returned int"),
         (["check", "{f}:make_raises"], "the factory raised RuntimeError: boom"),
+        (["check", "{f}:make_function_without_params"], "a function cell needs 'params'"),
+        (["check", "{f}:make_not_a_cell"], "'cell' is a int, not an nn.Module or a function"),
+        (["check", "{f}:make_scalar_inputs"], "'inputs' is a int"),
+        (["check", "{f}:make_bad_loss"], "'loss' is a int, not a callable"),
+        (["check", "{f}:make_loss_raises"], "the factory's loss raised ValueError: labels missing"),
+        (["check", "{f}:make_long_tuple"], "the factory returned a tuple of 5 items"),
+        (["check", "{f}:make_wrong_shape"], "finding the equilibrium failed"),
+        (["sweep", "--width", "0"], "both must be ≥ 1"),
+        (["sweep", "--batch", "0"], "both must be ≥ 1"),
+        (["sweep", "--model", "digits", "--rho", "0.5"], "does not apply to --model digits"),
+        (["demo", "--device", "gpu"], "--device 'gpu': expected cpu or cuda"),
         (["sweep", "--rho", "1.5"], "expected a spectral radius in (0, 1)"),
         (["sweep", "--dampings", "0.5,2"], "every damping must lie in (0, 1]"),
         (["sweep", "--steps", "0-3"], "expected integers ≥ 1"),
@@ -220,6 +265,53 @@ def test_bad_arguments_exit_2_with_a_message(factory_file, capsys, argv, message
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.startswith(f"gradscope {argv[0]}: error:")
+
+
+def test_check_accepts_a_function_cell_with_params(factory_file, capsys):
+    assert (
+        main(["check", f"{factory_file}:make_function", "--estimators", "onestep", "--json"]) == 0
+    )
+    data = json.loads(capsys.readouterr().out)
+    comparison = data["estimators"]["OneStep"]["comparison"]
+    assert set(comparison["per_param"]) == {"W", "U"}
+    assert data["cotangent"] == "the factory's loss" and data["violations"] == []
+
+
+def test_sweep_on_the_demo_model(capsys):
+    argv = ["sweep", "--model", "digits", "--width", "8", "--batch", "6"]
+    assert main([*argv, "--steps", "1,3", "--dampings", "0.5,1"]) == 0
+    text = capsys.readouterr().out
+    assert "the demo's digits DEQ (untrained, seed 0), width 8, batch 6" in text
+    assert "ascent:" in text
+    assert main([*argv, "--steps", "2", "--dampings", "0.5", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["model"] == "digits" and 0 < data["rho"] < 1
+    assert {r["method"] for r in data["rows"]} == {"Unrolled", "Neumann"}
+    assert all(r["ascent"] in (True, False) for r in data["rows"])
+
+
+def test_demo_quiet_prints_nothing_and_json_is_the_summary(tmp_path, capsys):
+    argv = ["demo", "--quick", "--steps", "6", "--every", "3", "--out", str(tmp_path)]
+    assert main([*argv, "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "" and "training" not in captured.err
+    assert main([*argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 6 and "test_accuracy" in summary
+
+
+def test_progress_without_tqdm_prints_a_line_every_ten_percent(capsys):
+    from gradscope.demo import _progress
+
+    bar = _progress(20, quiet=False, use_tqdm=False)
+    for step in range(20):
+        bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
+        bar.update(1)
+    bar.close()
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 10 and lines[-1].startswith("training: 20/20 steps")
+    assert "loss=0.050" in lines[-1]
+    assert _progress(20, quiet=True) is None
 
 
 def test_argparse_usage_errors_exit_2():
