@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -95,6 +95,44 @@ def check_same_dtype_device(
                 f"expected one dtype. Convert with .to({reference.dtype}).",
                 TypeError,
             )
+
+
+def evaluate_map_checked(
+    call: str,
+    evaluate: Callable[[], object],
+    h: torch.Tensor,
+    inputs: Sequence[torch.Tensor],
+    h_name: str,
+) -> torch.Tensor:
+    """``evaluate()`` (F at the state ``h``) without autograd, its failures explained.
+
+    An exception inside F is re-raised as a ValueError naming the call and the shapes
+    passed; F must return a tensor shaped like ``h``.
+    """
+    try:
+        with torch.no_grad():
+            fh = evaluate()
+    except Exception as error:  # re-raised with the shapes that were passed
+        shapes = ", ".join(str(tuple(x.shape)) for x in inputs) or "none"
+        fail(
+            call,
+            f"calling F with {h_name} of shape {tuple(h.shape)} and inputs of shapes "
+            f"[{shapes}] failed with {type(error).__name__}: {error}. Check that the "
+            "inputs are those the layer takes after h, with the right shapes.",
+        )
+    if not isinstance(fh, torch.Tensor):
+        fail(
+            call,
+            f"F returned a {type(fh).__name__}; expected a tensor shaped like {h_name}.",
+            TypeError,
+        )
+    if fh.shape != h.shape:
+        fail(
+            call,
+            f"F returned shape {tuple(fh.shape)} for {h_name} of shape {tuple(h.shape)}; "
+            "expected the same shape (F maps a state to the next state).",
+        )
+    return fh
 
 
 def tf32_hint(is_cuda: bool, dtype: torch.dtype) -> str:

@@ -23,8 +23,10 @@ from ._checks import (
     check_finite,
     check_floating,
     check_positive,
+    check_same_dtype_device,
     check_steps,
     check_tensor,
+    evaluate_map_checked,
     fail,
     report_failure,
     tf32_hint,
@@ -123,6 +125,20 @@ def _as_map(module_or_fn: nn.Module | Callable[..., torch.Tensor], inputs: Seque
         return module_or_fn(h, *inputs)
 
     return f
+
+
+def _checked_on_first_call(f, inputs: Sequence[torch.Tensor]):
+    """``f`` whose first evaluation explains a failure or a wrong output shape (no extra call)."""
+    checked = False
+
+    def first_checked(h: torch.Tensor) -> torch.Tensor:
+        nonlocal checked
+        if checked:
+            return f(h)
+        checked = True
+        return evaluate_map_checked(_CALL, lambda: f(h), h, inputs, "h0")
+
+    return first_checked
 
 
 def _initial_state(f, inputs: Sequence[torch.Tensor], module_or_fn) -> torch.Tensor:
@@ -234,7 +250,11 @@ def find_fixed_point(
         check_tensor(_CALL, "h0", h0)
         check_floating(_CALL, "h0", h0)
         check_finite(_CALL, "h0", h0)
+        check_same_dtype_device(
+            _CALL, "h0", h0, [(f"inputs[{i}]", x) for i, x in enumerate(inputs)]
+        )
         h0 = h0.detach()
+        f = _checked_on_first_call(f, inputs)
         if isinstance(method, Picard):
             result = _picard(f, h0, method, rtol, atol, max_steps)
         else:

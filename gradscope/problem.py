@@ -28,6 +28,7 @@ from ._checks import (
     check_positive,
     check_same_dtype_device,
     check_tensor,
+    evaluate_map_checked,
     fail,
 )
 from ._memory import GraphMeter
@@ -290,30 +291,13 @@ class FixedPointProblem:
 
     # ------------------------------------------------------------------ evaluation
     def _evaluate_checked(self) -> torch.Tensor:
-        try:
-            with torch.no_grad():
-                fh = self.fn(self.params, self.h_star, *self.inputs)
-        except Exception as error:  # re-raised with the shapes that were passed
-            shapes = ", ".join(str(tuple(x.shape)) for x in self.inputs) or "none"
-            fail(
-                self._call,
-                f"calling F with h* of shape {tuple(self.h_star.shape)} and inputs of shapes "
-                f"[{shapes}] failed with {type(error).__name__}: {error}. Check that the "
-                "inputs are those the layer takes after h, with the right shapes.",
-            )
-        if not isinstance(fh, torch.Tensor):
-            fail(
-                self._call,
-                f"F returned a {type(fh).__name__}; expected a tensor shaped like h*.",
-                TypeError,
-            )
-        if fh.shape != self.h_star.shape:
-            fail(
-                self._call,
-                f"F returned shape {tuple(fh.shape)} for h* of shape {tuple(self.h_star.shape)}; "
-                "expected the same shape (F maps a state to the next state).",
-            )
-        return fh
+        return evaluate_map_checked(
+            self._call,
+            lambda: self.fn(self.params, self.h_star, *self.inputs),
+            self.h_star,
+            self.inputs,
+            "h*",
+        )
 
     def __call__(
         self,

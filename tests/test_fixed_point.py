@@ -62,6 +62,21 @@ def test_uninferable_shape_and_bad_arguments():
         gs.find_fixed_point(lambda h: h, h0=torch.zeros(2, dtype=torch.int64))
 
 
+@pytest.mark.parametrize("method", [gs.Anderson(), gs.Picard(0.5)], ids=["Anderson", "Picard"])
+def test_mismatched_state_and_model_are_explained(method):
+    cell, x = TanhCell(d=5, n=4), randn(3, 4)
+    with pytest.raises(
+        TypeError, match=r"inputs\[0\] has dtype torch.float64 but h0 has torch.float32"
+    ):
+        gs.find_fixed_point(cell, x, h0=torch.zeros(3, 5), method=method)
+    with pytest.raises(ValueError, match=r"F returned shape \(3, 2\) for h0 of shape \(3, 5\)"):
+        gs.find_fixed_point(lambda h, x: h[:, :2], x, h0=torch.zeros(3, 5, dtype=DT), method=method)
+    with pytest.raises(
+        ValueError, match=r"calling F with h0 of shape \(3, 6\) .* failed with RuntimeError"
+    ):
+        gs.find_fixed_point(cell, x, h0=torch.zeros(3, 6, dtype=DT), method=method)
+
+
 def test_divergent_map_warns_or_raises_and_keeps_best_finite_iterate():
     f = lambda h: 3.0 * h + 1.0
     with pytest.warns(gs.ConvergenceWarning, match="not converged"):
