@@ -65,7 +65,7 @@ COMPARED = (gs.Neumann(5, 0.5), gs.OneStep())
 SETTINGS = ("sgd", "adamw")
 LABELS = {
     "sgd": "SGD + momentum, lr 0.05 (ρ(J) moderate)",
-    "adamw": "AdamW, lr 5e-3 (demo recipe; ρ(J) rises)",
+    "adamw": "AdamW, lr 5e-3 (demo --optimizer adam; ρ(J) rises)",
 }
 NAMES = {"Unrolled(5, 0.5)": "UPG(5, 0.5)", "Neumann(5, 0.5)": "NPG(5, 0.5)", "OneStep": "one-step"}
 FIFTHS = 5

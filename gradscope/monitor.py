@@ -419,7 +419,9 @@ class GradientMonitor:
             ``write(rows)`` and ``close()``).
         extra: optional ``extra(problem, exact, estimates) -> {name: float}`` for more
             quantities (ρ(J), ‖J‖₂, the Theorem-1 verdict); see :func:`spectral_norm_extra`.
-        per_param: also record the comparison per parameter tensor.
+        per_param: also record the comparison per parameter tensor (every metric of the
+            overall comparison: cosine, relative and absolute error, inner product, norm
+            ratio).
         raise_errors: re-raise exceptions from the monitor instead of logging them.
         keep_records: keep rows in memory (for :meth:`dataframe`).
         writer_rank: under ``torch.distributed``, the only rank that writes to sinks.
@@ -823,7 +825,7 @@ class GradientMonitor:
                 )
             if self.per_param:
                 for param, agreement in comparison.per_param.items():
-                    for metric in ("cosine", "relative_error"):
+                    for metric in COMPARISON_METRICS:
                         rows.append(
                             _row(
                                 step,

@@ -180,6 +180,13 @@ def test_records_hold_the_metrics_asked_for():
     # The training estimator is the configured Neumann(5, 0.5): one set of rows, role "training".
     assert set(overall[overall.estimator == "Neumann(5, 0.5)"].role) == {"training"}
     assert set(df[df.param != "all"].param) == {"W.weight"}
+    per_param = df[(df.param == "W.weight") & (df.estimator == "OneStep")]
+    assert set(per_param.metric) == set(gs.monitor.COMPARISON_METRICS)
+    # one parameter tensor: its numbers are the overall ones
+    for metric in gs.monitor.COMPARISON_METRICS:
+        one = per_param[per_param.metric == metric].value.iloc[0]
+        whole = overall[(overall.estimator == "OneStep") & (overall.metric == metric)].value.iloc[0]
+        assert one == pytest.approx(whole, rel=1e-10)
     exact = overall[overall.role == "exact"].set_index("metric").value
     assert exact["converged"] == 1.0 and exact["residual"] <= 1e-10
     forward = overall[overall.role == "forward"].set_index("metric").value
