@@ -77,3 +77,40 @@ def test_float32_forward_and_adjoint_on_cuda_reach_the_dtype_tolerance():
     est = gs.estimate_gradient(problem, torch.randn_like(fp.value), gs.Exact())
     assert est.solution.converged and est.solution.solver.rtol == 1e-5
     assert DT == torch.float64  # the module's cases stay float64 on the CPU
+
+
+@cuda
+def test_a_monitored_cuda_step_leaves_the_cuda_rng_and_the_gradient_alone():
+    torch.manual_seed(0)
+    layer = gs.ImplicitLayer(gs.TanhCell(16, 0.8).cuda(), gs.Neumann(5, 0.5))
+    draws = []
+    monitor = gs.GradientMonitor(
+        schedule=gs.Every(1),
+        extra=lambda *_: {"draw": draws.append(torch.rand((), device="cuda")) or 0.0},
+    )
+    monitor.attach(layer)
+    x = torch.randn(6, 16, device="cuda")
+    out = layer(x, h0=torch.zeros_like(x))
+    cuda_rng, cpu_rng = torch.cuda.get_rng_state(), torch.get_rng_state()
+    out.sum().backward()
+    assert monitor.observations == 1 and monitor.errors == 0 and len(draws) == 1
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_rng)
+    assert torch.equal(torch.get_rng_state(), cpu_rng)
+    grads = {n: p.grad.clone() for n, p in layer.cell.named_parameters()}
+    layer.cell.zero_grad()
+    monitor.detach()
+    layer(x, h0=torch.zeros_like(x)).sum().backward()
+    for n, p in layer.cell.named_parameters():
+        assert torch.equal(p.grad, grads[n]), n
+
+
+@cuda
+def test_demo_runs_on_cuda(tmp_path):
+    import json
+
+    from gradscope.cli import main
+
+    argv = ["demo", "--quick", "--steps", "8", "--every", "4", "--device", "cuda"]
+    assert main([*argv, "--out", str(tmp_path), "--quiet"]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 8 and (tmp_path / "metrics.csv").exists()
