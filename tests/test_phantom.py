@@ -4,7 +4,15 @@ import math
 
 import pytest
 import torch
-from cases import DT, LinearCell, TanhCell, randn, scaled_matrix, solved_problem
+from cases import (
+    DT,
+    LinearCell,
+    TanhCell,
+    peak_allocated_bytes,
+    randn,
+    scaled_matrix,
+    solved_problem,
+)
 
 import gradscope as gs
 
@@ -109,20 +117,71 @@ def test_divergent_neumann_series_is_reported_never_silent():
     assert gs.compare(good, exact).relative_error < 1e-10
 
 
-def test_neumann_memory_is_flat_in_k_and_unrolled_grows():
-    problem = solved_problem(TanhCell(d=32, n=4, scale=0.5), randn(16, 4))
-    g = randn(16, 32, seed=1)
-    npg = [
-        gs.estimate_gradient(problem, g, gs.Neumann(k, 0.5)).cost.graph_bytes for k in (1, 5, 20)
+def test_peak_allocated_bytes_measures_real_allocations():
+    mb10 = 10_000_000 // 8
+
+    def hold():
+        x = torch.empty(mb10, dtype=DT)
+        return x.fill_(1.0).sum()
+
+    def churn():
+        for _ in range(30):
+            torch.empty(mb10, dtype=DT).fill_(1.0)
+
+    def inside_one_op():  # the 20 MB temporary of x * 2 lives and dies inside the norm
+        x = torch.ones(2 * mb10, dtype=DT)
+        return torch.linalg.vector_norm(x * 2)
+
+    assert 10_000_000 <= peak_allocated_bytes(hold) < 10_100_000
+    assert 10_000_000 <= peak_allocated_bytes(churn) < 10_100_000  # frees count: no build-up
+    assert 40_000_000 <= peak_allocated_bytes(inside_one_op) < 40_100_000
+
+
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"),
+        ),
+    ],
+)
+def test_neumann_peak_memory_is_flat_in_k_and_unrolled_grows(device):
+    # The allocator's peak during the whole call, a fresh problem each time (its graph of
+    # F at h* is built inside the call): NPG holds one graph of F whatever k is, UPG k.
+    batch, d = 64, 256
+    cell = TanhCell(d=d, n=4, scale=0.5)
+    x = randn(batch, 4)
+    h_star = solved_problem(cell, x).h_star.to(device)
+    cell, x, g = cell.to(device), x.to(device), randn(batch, d, seed=1).to(device)
+    state = batch * d * 8  # bytes of h (float64); W is 4 states, the graph of F 2
+
+    def peak(estimator):
+        def call():
+            problem = gs.FixedPointProblem.from_module(cell, h_star, x)
+            return gs.estimate_gradient(problem, g, estimator)
+
+        return peak_allocated_bytes(call, device)
+
+    peak(gs.Unrolled(2, 0.5))  # warm-up: one-time allocations (a cuBLAS workspace) stay out
+    ks = (1, 5, 20)
+    npg = [peak(gs.Neumann(k, 0.5)) for k in ks]
+    upg = [peak(gs.Unrolled(k, 0.5)) for k in ks]
+    # measured (torch 2.13, CPU): NPG 1.06, 1.37, 1.37 MB; UPG 0.93, 2.63, 6.57 MB
+    assert npg[0] > 4 * state  # it does measure: the gradient of W alone is 4 states
+    assert npg[2] <= npg[1] + state  # flat: 15 more steps, not one more state
+    assert max(npg) <= npg[0] + 4 * state  # k > 1 adds a few work vectors, no graph
+    assert upg[2] - upg[1] >= 15 * state  # at least a state per unrolled step
+    assert upg[2] >= 3 * upg[0] and upg[2] >= 3 * npg[2]
+    # Cost.graph_bytes (autograd's saved tensors) accounts for UPG's measured growth
+    saved = [
+        gs.estimate_gradient(
+            gs.FixedPointProblem.from_module(cell, h_star, x), g, gs.Unrolled(k, 0.5)
+        ).cost.graph_bytes
+        for k in ks
     ]
-    upg = [
-        gs.estimate_gradient(problem, g, gs.Unrolled(k, 0.5)).cost.graph_bytes for k in (1, 5, 20)
-    ]
-    assert npg[0] == npg[1] == npg[2] > 0
-    assert upg[0] < upg[1] < upg[2]
-    # per step UPG keeps at least one state-sized activation
-    state_bytes = 16 * 32 * 8
-    assert upg[2] - upg[1] >= 15 * state_bytes
+    assert upg[2] - upg[1] == pytest.approx(saved[2] - saved[1], rel=0.1)
 
 
 # ---------------------------------------------------------------------------- compare
