@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable
-
 import torch
 from torch import nn
-from torch.profiler import ProfilerActivity, profile
 
 import gradscope as gs
 
@@ -109,49 +105,3 @@ def cell_width(cell: nn.Module) -> int:
 
 def randn(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=DT)
-
-
-def peak_allocated_bytes(fn: Callable[[], object], device: torch.device | str = "cpu") -> int:
-    """Peak bytes allocated on ``device`` while ``fn()`` runs, above the level at its start.
-
-    A measurement of the allocator, not autograd's bookkeeping: every tensor allocation and
-    free on the device counts, the graph's saved tensors, temporaries inside an op and
-    the result alike (which is then dropped).
-
-    CPU: the profiler with ``profile_memory=True`` records one ``[memory]`` event per
-    allocation (+nbytes) and free (−nbytes); their running sum in time order is the
-    allocated level, and its maximum the peak. The raw events are read, not
-    ``FunctionEvent.cpu_memory_usage``: that one counts an allocation once per enclosing op
-    (a nested op's bytes twice) and nets the frees inside an op, hiding its peak.
-    CUDA: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats``.
-
-    Garbage is collected before, and the collector is off during, the call, so that
-    cycles left by earlier code are not freed inside it (which would lower the level).
-    """
-    device = torch.device(device)
-    gc.collect()
-    gc.disable()
-    try:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-            torch.cuda.reset_peak_memory_stats(device)
-            start = torch.cuda.memory_allocated(device)
-            fn()
-            torch.cuda.synchronize(device)
-            return torch.cuda.max_memory_allocated(device) - start
-        if device.type != "cpu":
-            raise ValueError(f"peak_allocated_bytes: no measurement for device {device}")
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            fn()
-    finally:
-        gc.enable()
-    records = [
-        e
-        for e in prof.profiler.kineto_results.events()
-        if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
-    ]
-    level = peak = 0
-    for e in sorted(records, key=lambda e: e.start_ns()):
-        level += e.nbytes()
-        peak = max(peak, level)
-    return peak

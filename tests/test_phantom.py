@@ -8,13 +8,13 @@ from cases import (
     DT,
     LinearCell,
     TanhCell,
-    peak_allocated_bytes,
     randn,
     scaled_matrix,
     solved_problem,
 )
 
 import gradscope as gs
+from gradscope._memory import peak_allocated_bytes
 
 
 @pytest.fixture(scope="module")
