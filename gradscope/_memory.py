@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import warnings
 from collections.abc import Callable
 
 import torch
@@ -76,13 +77,20 @@ def peak_allocated_bytes(fn: Callable[[], object], device: torch.device | str = 
             return torch.cuda.max_memory_allocated(device) - start
         if device.type != "cpu":
             raise ValueError(f"peak_allocated_bytes: no measurement for device {device}")
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            fn()
+        # Some torch versions (2.11) warn at exit that a profiler cycle's events are
+        # cleared: not about this one-cycle measurement.
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", message=".*Profiler clears events", category=UserWarning
+            )
+            with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+                fn()
+            events = prof.profiler.kineto_results.events()
     finally:
         gc.enable()
     records = [
         e
-        for e in prof.profiler.kineto_results.events()
+        for e in events
         if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU
     ]
     level = peak = 0
