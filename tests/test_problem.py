@@ -125,6 +125,11 @@ def test_bad_dtypes_and_devices(setup):
         gs.FixedPointProblem.from_module(lambda h, x: h, problem.h_star, x)
     with pytest.raises(ValueError, match="rtol"):
         gs.FixedPointProblem.from_module(cell, problem.h_star, x, rtol=0.0)
+    # Mixed devices, checkable on any machine: the meta device holds no data.
+    with pytest.raises(ValueError, match="inputs\\[0\\] is on meta but h_star is on cpu"):
+        gs.FixedPointProblem.from_module(cell, problem.h_star, x.to("meta"))
+    with pytest.raises(ValueError, match="one device"):
+        gs.find_fixed_point(cell, x.to("meta"), h0=problem.h_star)
     if torch.cuda.is_available():  # pragma: no cover - GPU machines only
         with pytest.raises(ValueError, match="one device"):
             gs.FixedPointProblem.from_module(cell, problem.h_star, x.cuda())
