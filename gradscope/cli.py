@@ -274,12 +274,14 @@ def _check(args: argparse.Namespace, estimators: list, caught: list) -> int:
         lines.append(f"equilibrium found: {found!r}")
     lines.append(f"exact gradient: {exact.solution!r}")
     violations = [] if exact.solution.converged else ["the exact solve did not converge"]
+    comparisons = []
     for est in estimators:
         if isinstance(est, Exact):
             continue
         estimate = estimate_gradient(problem, g, est)
         report = check_theory(problem, est, g)
         comparison = compare(estimate, exact)
+        comparisons.append(comparison)
         verdict = report.ascent.verdict
         out["estimators"][est.name] = {
             "comparison": comparison.to_dict(),
@@ -302,15 +304,66 @@ def _check(args: argparse.Namespace, estimators: list, caught: list) -> int:
     out["violations"] = violations
     lines += [f"violation: {v}" for v in violations]
     if args.out:
-        _write_check_folder(Path(args.out), out, lines)
+        _write_check_folder(Path(args.out), out, lines, problem, estimators, comparisons)
     _emit(args, out, "\n".join(lines))
     return 1 if (violations and args.fail_on_violation) else 0
 
 
-def _write_check_folder(folder: Path, out: dict, lines: list[str]) -> None:
+def _write_check_folder(
+    folder: Path,
+    out: dict,
+    lines: list[str],
+    problem: FixedPointProblem,
+    estimators: list,
+    comparisons: list,
+) -> None:
+    """check.json, check.txt, comparison.csv (tidy rows), spectrum.png and summary.md."""
+    import csv
+
+    from . import plots
+    from .spectral import spectral_radius
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "check.json").write_text(json.dumps(out, indent=2, default=str))
     (folder / "check.txt").write_text("\n".join(lines) + "\n")
+    with (folder / "comparison.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["estimator", "reference", "part", "metric", "value"])
+        for c in comparisons:
+            parts = [("all", c.overall), *c.per_param.items()]
+            parts += [(f"input[{i}]", a) for i, a in enumerate(c.per_input) if a is not None]
+            for part, agreement in parts:
+                for metric in ("cosine", "relative_error", "absolute_error", "inner", "norm_ratio"):
+                    writer.writerow(
+                        [c.estimate, c.reference, part, metric, getattr(agreement, metric)]
+                    )
+                writer.writerow([c.estimate, c.reference, part, "ascent", int(agreement.ascent)])
+    rho = spectral_radius(problem)
+    eigenvalues = rho.ritz_values[torch.isfinite(rho.ritz_values.real)].cpu()
+    dampings = sorted({float(e.damping) for e in estimators if hasattr(e, "damping")}) or None
+    title = f"Ritz values of J at h*: ρ(J) = {rho.value:.3f}"
+    plots.save(
+        plots.plot_spectrum(eigenvalues, damping=dampings, title=title), folder / "spectrum.png"
+    )
+    (folder / "summary.md").write_text(
+        "\n".join(
+            [
+                "# gradscope check report",
+                "",
+                "```",
+                *lines,
+                "```",
+                "",
+                "## spectrum",
+                "",
+                "The eigenvalues of J = ∂F/∂h at h* (Ritz values) and, for each damping λ of the",
+                "checked phantom estimators, the disk where μ must lie for ρ(B_λ) < 1.",
+                "",
+                "![spectrum](spectrum.png)",
+                "",
+            ]
+        )
+    )
 
 
 # ---------------------------------------------------------------------------- sweep

@@ -194,7 +194,13 @@ def test_check_prints_report_and_comparisons(factory_file, tmp_path, capsys):
         "Theorem 1" in text and "Neumann(5, 0.5) vs Exact(GMRES)" in text and "OneStep vs" in text
     )
     assert "equilibrium found" in text and "the factory's loss" in text
-    assert (tmp_path / "rep" / "check.json").exists() and (tmp_path / "rep" / "check.txt").exists()
+    rep = tmp_path / "rep"
+    for name in ("check.json", "check.txt", "comparison.csv", "spectrum.png", "summary.md"):
+        assert (rep / name).exists(), name
+    assert "![spectrum](spectrum.png)" in (rep / "summary.md").read_text()
+    rows = (rep / "comparison.csv").read_text().splitlines()
+    assert rows[0] == "estimator,reference,part,metric,value"
+    assert any(r.startswith("OneStep,Exact(GMRES),all,cosine,") for r in rows)
     assert main(["check", f"{factory_file}:make_tuple", "--estimators", "onestep", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert "OneStep" in data["estimators"] and "random cotangent, seed 0" in data["cotangent"]
