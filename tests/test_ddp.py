@@ -61,15 +61,25 @@ def _worker(rank: int, world: int, folder: str) -> None:
         "param_sum": float(flat.double().sum()),
         "param_norm": float(flat.double().norm()),
     }
-    # Both ranks finish their work before either tears down; the result is written only after a
-    # clean destroy_process_group, and os._exit skips the interpreter's teardown of gloo's C++
-    # threads, which on some machines aborted ("terminate called without an active exception")
-    # after the test's work was done.
-    dist.barrier()
-    dist.destroy_process_group()
     with open(os.path.join(folder, f"result{rank}.json"), "w") as f:
         json.dump(result, f)
+    # Leaving: on the CI machine a rank once aborted at teardown, after the work ("terminate
+    # called without an active exception": gloo's C++ threads). So no rank closes its sockets
+    # before both have passed the barrier (a file rendezvous, no gloo traffic), and os._exit
+    # skips the C++ teardown altogether; the OS closes the sockets.
+    dist.barrier()
+    _rendezvous(folder, rank, world)
     os._exit(0)
+
+
+def _rendezvous(folder: str, rank: int, world: int, timeout: float = 60.0) -> None:
+    """Wait, through files, until every rank has reached this point."""
+    open(os.path.join(folder, f"leaving{rank}"), "w").close()
+    deadline = time.monotonic() + timeout
+    while not all(os.path.exists(os.path.join(folder, f"leaving{r}")) for r in range(world)):
+        if time.monotonic() > deadline:
+            os._exit(3)
+        time.sleep(0.01)
 
 
 def test_monitor_under_ddp_two_processes(tmp_path):
