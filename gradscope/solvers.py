@@ -135,8 +135,8 @@ class GMRES:
     as stable as modified Gram–Schmidt, but in matrix products) and minimises the
     residual over it with Givens rotations; restarts after ``restart`` steps from the
     true residual. A single Gram–Schmidt pass (PETSc's default) reads the basis half as
-    often but took 2–2.3× the steps on ill-conditioned 300×300 systems with long
-    restarts; the second pass is kept. A cycle that makes a sample's true residual worse
+    often but loses orthogonality on ill-conditioned systems with long restarts, which
+    then need more steps; the second pass is kept. A cycle that makes a sample's true residual worse
     (a numerically singular system) is undone for that sample, which stops there: the
     result is never worse than the initial guess.
 

@@ -8,7 +8,13 @@ import pathlib
 import pytest
 
 ANALYSIS = pathlib.Path(__file__).resolve().parent.parent / "analysis"
-SCRIPTS = ["theorem1_sufficiency", "damping_bounds", "neumann_error", "spectral_accuracy"]
+SCRIPTS = [
+    "theorem1_sufficiency",
+    "damping_bounds",
+    "neumann_error",
+    "spectral_accuracy",
+    "solver_stress",
+]
 
 
 def _load(name: str):
