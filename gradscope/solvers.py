@@ -301,12 +301,34 @@ def linear_solve(
         report_failure(
             f"gradscope.linear_solve: {type(solver).__name__} on {A.name} {what}: true relative "
             f"residual {solution.residual:.3e} (rtol={solver.rtol:g}) after {steps} steps and "
-            f"{solution.matvecs} products. Raise max_steps, try GMRES (it converges for any "
-            "non-singular system), or check the conditioning (gradscope.spectral)."
+            f"{solution.matvecs} products. {_remedy(solver, _batch.flat(b, rows_mode).shape[1])}"
             + tf32_hint(b.is_cuda, b.dtype),
             strict=solver.strict,
         )
     return solution
+
+
+def _remedy(solver: Solver, n: int) -> str:
+    """What to try next when ``solver`` did not converge on systems of size ``n``."""
+    conditioning = "check the conditioning (gradscope.smallest_singular_value, spectral_radius)."
+    if isinstance(solver, GMRES):
+        if solver.restart < n:
+            return (
+                f"Restarted GMRES can stagnate near a singular system: raise restart (now "
+                f"{solver.restart} for systems of size {n}; the basis holds restart + 1 copies "
+                f"of the state) or max_steps, try BiCGSTAB, or {conditioning}"
+            )
+        return f"Raise max_steps, or {conditioning}"
+    if isinstance(solver, FixedPointIteration):
+        return (
+            "Fixed-point iteration converges only when ρ(J) < 1, at rate ρ(J): use GMRES, "
+            f"or {conditioning}"
+        )
+    if isinstance(solver, Dense):
+        return f"LU cannot reach rtol on this system in this dtype: {conditioning}"
+    return (
+        f"Raise max_steps, try GMRES (it converges for any non-singular system), or {conditioning}"
+    )
 
 
 # ---------------------------------------------------------------------- implementations
