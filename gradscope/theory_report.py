@@ -137,6 +137,16 @@ class TheoryReport:
         return "\n".join(lines)
 
 
+def _unconverged(estimate) -> str:
+    """A warning appended to a finding whose iterative estimate missed its tolerance."""
+    if estimate.converged:
+        return ""
+    return (
+        f" — NOT converged ({type(estimate.method).__name__}, {estimate.matvecs} products, "
+        f"accuracy indicator {estimate.max_residual:.2g}): treat it as approximate"
+    )
+
+
 def check_theory(
     problem: FixedPointProblem,
     estimator: Estimator,
@@ -186,6 +196,7 @@ def check_theory(
     if cotangent is not None:
         check_tensor(call, "cotangent", cotangent)
     d = problem.h_star.numel()
+    asked_dense = dense
     dense = d <= 64 if dense is None else dense
     n_sample = d // (
         problem.h_star.shape[0] if problem.batched and problem.samples_independent else 1
@@ -217,7 +228,9 @@ def check_theory(
             "ρ(J)",
             rho,
             "spectral radius of J = ∂F/∂h at h*; < 1: fixed-point iteration and the undamped "
-            "Neumann series converge" + ("" if rho < 1 else " — here it is ≥ 1"),
+            "Neumann series converge"
+            + ("" if rho < 1 else " — here it is ≥ 1")
+            + _unconverged(radius),
             "THEORY.md §2",
         )
     )
@@ -225,7 +238,8 @@ def check_theory(
         Finding(
             "‖J‖₂",
             norm.value,
-            "largest singular value; ≥ ρ(J), much larger for non-normal J (transient growth)",
+            "largest singular value; ≥ ρ(J), much larger for non-normal J (transient growth)"
+            + _unconverged(norm),
             "THEORY.md §5 [derived]",
         )
     )
@@ -234,7 +248,8 @@ def check_theory(
             "σ_min(I − J)",
             smin.value,
             "distance of the adjoint system (I − Jᵀ)u = g to singular; errors are amplified "
-            f"up to 1/σ_min = {1 / smin.value if smin.value > 0 else math.inf:.3g}×",
+            f"up to 1/σ_min = {1 / smin.value if smin.value > 0 else math.inf:.3g}×"
+            + _unconverged(smin),
             "THEORY.md §2",
         )
     )
@@ -312,7 +327,9 @@ def check_theory(
             tol=tol,
             kappa=kappa,
             max_steps=200,
-            dense=spectral_dense,
+            # Unless told, steps_needed picks for itself: one dense per-sample block (n
+            # products) up to 512 entries per sample beats a Lanczos per power of B (k²).
+            dense=asked_dense,
         )
         add(
             Finding(f"k needed (λ = {steps.damping:g})", steps.tolerance_steps, steps.note, DERIVED)

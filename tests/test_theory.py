@@ -269,6 +269,23 @@ def test_check_theory_report_reads_and_cites():
     assert report["cosine"].value == pytest.approx(gs.compare(npg, exact).cosine, rel=1e-10)
 
 
+def test_check_theory_says_when_a_spectral_estimate_did_not_converge(monkeypatch):
+    import gradscope.theory_report as theory_report
+
+    problem = gs.random_tanh_problem(d=80, n=8, batch=1, seed=0)  # > 64: Arnoldi, not dense
+    cot = torch.randn(problem.h_star.shape, generator=torch.Generator().manual_seed(0), dtype=DT)
+    converged = str(gs.check_theory(problem, gs.Neumann(5, 0.5), cot))
+    assert "NOT converged" not in converged
+    few = theory_report.Arnoldi
+    monkeypatch.setattr(theory_report, "Arnoldi", lambda: few(max_steps=5))
+    line = next(
+        row
+        for row in str(gs.check_theory(problem, gs.Neumann(5, 0.5), cot)).splitlines()
+        if row.strip().startswith("ρ(J)")
+    )
+    assert "NOT converged (Arnoldi, 5 products" in line
+
+
 def test_check_theory_flags_inadmissible_damping():
     # μ = -3: only λ < 0.5 converges; the report says so and recommends a smaller λ
     W = torch.diag(torch.tensor([-3.0, 0.2, 0.5], dtype=DT))
