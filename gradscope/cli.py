@@ -8,6 +8,7 @@ things). Errors go to stderr as one line that says what was wrong and how to fix
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import json
 import math
@@ -179,7 +180,7 @@ def build_from_factory(
             raise UsageError(
                 f"a function cell needs 'params', a non-empty dict of tensors; {FACTORY_HELP}"
             )
-        step = _bind(cell, params)
+        step = functools.partial(cell, params)  # (h, *inputs) ↦ cell(params, h, *inputs)
     else:
         raise UsageError(
             f"'cell' is a {type(cell).__name__}, not an nn.Module or a function; {FACTORY_HELP}"
@@ -226,15 +227,6 @@ def build_from_factory(
         (g,) = torch.autograd.grad(value, h)
         source = "the factory's loss"
     return problem, g, source, found
-
-
-def _bind(fn, params):
-    """``fn(params, h, *inputs)`` as the map ``(h, *inputs) ↦ next h`` for the forward solve."""
-
-    def step(h, *inputs):
-        return fn(params, h, *inputs)
-
-    return step
 
 
 def _find_fixed_point(cell, inputs, h0):
@@ -320,8 +312,8 @@ def _write_check_folder(
     """check.json, check.txt, comparison.csv (tidy rows), spectrum.png and summary.md."""
     import csv
 
-    from . import plots
-    from .spectral import spectral_radius
+    from .demo import spectrum_figure
+    from .monitor import COMPARISON_METRICS
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "check.json").write_text(json.dumps(out, indent=2, default=str))
@@ -333,18 +325,13 @@ def _write_check_folder(
             parts = [("all", c.overall), *c.per_param.items()]
             parts += [(f"input[{i}]", a) for i, a in enumerate(c.per_input) if a is not None]
             for part, agreement in parts:
-                for metric in ("cosine", "relative_error", "absolute_error", "inner", "norm_ratio"):
+                for metric in COMPARISON_METRICS:
                     writer.writerow(
                         [c.estimate, c.reference, part, metric, getattr(agreement, metric)]
                     )
                 writer.writerow([c.estimate, c.reference, part, "ascent", int(agreement.ascent)])
-    rho = spectral_radius(problem)
-    eigenvalues = rho.ritz_values[torch.isfinite(rho.ritz_values.real)].cpu()
     dampings = sorted({float(e.damping) for e in estimators if hasattr(e, "damping")}) or None
-    title = f"Ritz values of J at h*: ρ(J) = {rho.value:.3f}"
-    plots.save(
-        plots.plot_spectrum(eigenvalues, damping=dampings, title=title), folder / "spectrum.png"
-    )
+    spectrum_figure(problem, dampings, folder / "spectrum.png", "at h*")
     (folder / "summary.md").write_text(
         "\n".join(
             [
@@ -428,7 +415,7 @@ def digits_problem(
     The model is a :class:`~gradscope.DigitsDEQ` as initialised with ``seed``; the cotangent
     is the cross-entropy's gradient at h*. Returns the problem, the cotangent and ρ(J).
     """
-    from .fixed_point import find_fixed_point
+    from .demo import equilibrium_problem
     from .spectral import spectral_radius
     from .synthetic import DigitsDEQ, load_digits_tensors
 
@@ -440,18 +427,11 @@ def digits_problem(
         raise UsageError(f"--batch {batch}: the digits training split has {len(data.y_train)}")
     torch.manual_seed(seed)
     model = DigitsDEQ(width=width).double()
-    x, y = data.x_train[:batch], data.y_train[:batch]
-    with torch.no_grad():
-        z = model.project(x)
-    fp = find_fixed_point(
-        model.layer.cell, z, h0=torch.zeros_like(z), rtol=1e-12, max_steps=2000, warn=False
+    fp, problem, g = equilibrium_problem(
+        model, data.x_train[:batch], data.y_train[:batch], rtol=1e-12, max_steps=2000
     )
     if not fp.converged:
         raise UsageError(f"the demo model's forward solve did not converge ({fp!r})")
-    problem = FixedPointProblem.from_module(model.layer.cell, fp.value, z)
-    h = fp.value.detach().requires_grad_(True)
-    with torch.enable_grad():
-        (g,) = torch.autograd.grad(torch.nn.functional.cross_entropy(model.head(h), y), h)
     return problem, g, spectral_radius(problem).value
 
 

@@ -191,7 +191,7 @@ def run_demo(args: argparse.Namespace) -> int:
         data,
         "SGD, momentum 0.9" if args.optimizer == "sgd" else "AdamW",
     )
-    problem, g = _final_problem(model, data, batch)
+    _, problem, g = equilibrium_problem(model, data.x_train[:batch], data.y_train[:batch])
     summary["backward"] = _time_backwards(
         problem,
         g,
@@ -313,19 +313,24 @@ def _table(s: dict) -> str:
     return "\n".join(lines)
 
 
-def _final_problem(model: DigitsDEQ, data, batch: int) -> tuple[FixedPointProblem, torch.Tensor]:
-    """The trained model's equilibrium on the first training batch, and its loss cotangent."""
-    x, y = data.x_train[:batch], data.y_train[:batch]
+def equilibrium_problem(
+    model: DigitsDEQ, x: torch.Tensor, y: torch.Tensor, rtol: float = 1e-6, max_steps: int = 200
+):
+    """The model's equilibrium on ``(x, y)``: the forward result, the problem and the cotangent.
+
+    The cotangent is the cross-entropy's gradient at h*; the problem does not judge h*
+    (check ``fp``).
+    """
     with torch.no_grad():
         z = model.project(x)
     fp = find_fixed_point(
-        model.layer.cell, z, h0=torch.zeros_like(z), rtol=1e-6, max_steps=200, warn=False
+        model.layer.cell, z, h0=torch.zeros_like(z), rtol=rtol, max_steps=max_steps, warn=False
     )
     problem = FixedPointProblem.from_module(model.layer.cell, fp.value, z, rtol=1e9)
     h = fp.value.detach().requires_grad_(True)
     with torch.enable_grad():
         (g,) = torch.autograd.grad(F.cross_entropy(model.head(h), y), h)
-    return problem, g
+    return fp, problem, g
 
 
 def _time_backwards(
@@ -364,20 +369,22 @@ def _time_backwards(
 
 def _figures(monitor, out: Path, problem: FixedPointProblem, estimator) -> list[Path]:
     from . import plots
-    from .spectral import spectral_radius
 
     written = plots.report(monitor, out)
-    rho = spectral_radius(problem)
-    eigenvalues = rho.ritz_values[torch.isfinite(rho.ritz_values.real)]
     damping = getattr(estimator, "damping", None)
-    title = f"Ritz values of J, trained model: ρ(J) = {rho.value:.3f}"
-    written.append(
-        plots.save(
-            plots.plot_spectrum(eigenvalues.cpu(), damping=damping, title=title),
-            out / "spectrum.png",
-        )
-    )
+    written.append(spectrum_figure(problem, damping, out / "spectrum.png", "trained model"))
     return written
+
+
+def spectrum_figure(problem: FixedPointProblem, damping, path: Path, what: str) -> Path:
+    """The Ritz values of J at h* (Arnoldi) with the stability disk of each damping, as PNG."""
+    from . import plots
+    from .spectral import spectral_radius
+
+    rho = spectral_radius(problem)
+    eigenvalues = rho.ritz_values[torch.isfinite(rho.ritz_values.real)].cpu()
+    title = f"Ritz values of J ({what}): ρ(J) = {rho.value:.3f}"
+    return plots.save(plots.plot_spectrum(eigenvalues, damping=damping, title=title), path)
 
 
 def _markdown(s: dict, figures: list[Path]) -> str:
