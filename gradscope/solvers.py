@@ -466,7 +466,7 @@ def _bicgstab(A, b, x, solver: BiCGSTAB, rows_mode: bool):
     # The best iterate of each row by its residual norm: BiCGSTAB's residual is erratic
     # and, on a numerically singular system, can blow up; what is returned (and each
     # restart) is never worse than the best seen.
-    best_X, best_norm = X, torch.full((R,), math.inf, dtype=dtype, device=B.device)
+    best_X = X
     steps, trace = 0, []
     while steps < solver.max_steps:
         # (Re)start from the true residual of the best iterate.
