@@ -21,3 +21,13 @@ def run_quick(script: str, out: Path) -> subprocess.CompletedProcess:
         text=True,
         timeout=300,
     )
+
+
+def assert_quick_passes(script: str, out: Path, files: list[str]) -> None:
+    """The script's --quick run exits 0, ends with PASS and writes each of ``files``."""
+    result = run_quick(script, out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "PASS"
+    for name in files:
+        path = out / name
+        assert path.is_file() and path.stat().st_size > 0, name

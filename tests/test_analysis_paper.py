@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from analysis_run import run_quick
+from analysis_run import assert_quick_passes
 
 
 @pytest.mark.parametrize(
@@ -16,9 +16,4 @@ from analysis_run import run_quick
     ],
 )
 def test_quick_mode_passes_and_writes_outputs(script: str, files: list[str], tmp_path: Path):
-    result = run_quick(script, tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == "PASS"
-    for name in files:
-        path = tmp_path / name
-        assert path.is_file() and path.stat().st_size > 0, name
+    assert_quick_passes(script, tmp_path, files)
