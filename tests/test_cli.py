@@ -6,17 +6,8 @@ import sys
 import textwrap
 
 import pytest
-import torch
 
 from gradscope.cli import main, parse_estimators
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def test_help_lists_examples():

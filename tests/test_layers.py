@@ -11,14 +11,6 @@ from gradscope._memory import GraphMeter
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # 2 shared cores: intra-op threads only contend
-    yield
-    torch.set_num_threads(threads)
-
-
 def _setup(seed: int = 0, d: int = 6, batch: int = 4):
     torch.manual_seed(seed)
     cell = gs.TanhCell(d, spectral_norm=0.9).double()

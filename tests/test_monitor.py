@@ -14,14 +14,6 @@ import gradscope as gs
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Net(nn.Module):
     """Projection → BatchNorm → implicit layer → dropout → head: buffers and RNG in play."""
 
