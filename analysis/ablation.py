@@ -7,7 +7,7 @@ horizon of kλ ≪ 1: THEORY.md §5); λ ∈ {0.9, 1.0} degrade for k ≥ 8; NPG
 large k (k = 9: ≈ 69.5 % against ≈ 86 % for UPG).
 
 Setting (our choice, stated; a small-scale stand-in, not CIFAR-10): the scikit-learn
-digits DEQ (:class:`gradscope.DigitsDEQ`, width 32, float32; 1348 training / 449 test
+digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`, width 32, float32; 1348 training / 449 test
 images) trained 250 steps, batch 64, SGD with momentum 0.9 and lr 0.05, with UPG A(k, λ)
 for k = 1..9 and λ ∈ {0.1, 0.5, 0.9, 1.0}, and with NPG A(k, λ) for λ ∈ {0.5, 1.0};
 3 seeds (model initialisation and batch order) per cell. SGD rather than Adam: Adam
@@ -15,7 +15,7 @@ divides out the gradient's scale, so the kλ shrinkage of small λ would not sho
 ``--optimizer adamw`` run is supported). At steps 0, 50, ..., 250 the run measures, at
 the equilibrium of a fixed batch of 64 test images (dense Jacobians, float32): ρ(J),
 ``ρ(B_λ) = max |1 − λ(1 − μ)|`` over the eigenvalues μ of J, ``‖B_λ^k‖₂``
-(:func:`gradscope.damped_power_norm`, the worst-case NPG adjoint error factor,
+(:func:`gradscope.spectral.damped_power_norm`, the worst-case NPG adjoint error factor,
 THEORY.md §5) and the cosine of its training gradient to the exact one (GMRES).
 
 Checks (the verdict) -- only what is robustly expected at this scale:
@@ -71,7 +71,7 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=5e-3, weight_decay=0.05)
 
 
-def spectra(model: gs.DigitsDEQ, x: torch.Tensor, y: torch.Tensor, k: int, lam: float) -> dict:
+def spectra(model: gs.synthetic.DigitsDEQ, x: torch.Tensor, y: torch.Tensor, k: int, lam: float) -> dict:
     """ρ(J), ρ(B_λ), ‖B_λ^k‖₂ and the training estimator's cosine to the exact gradient at h*(x)."""
     with torch.no_grad():
         z = model.project(x)
@@ -79,16 +79,16 @@ def spectra(model: gs.DigitsDEQ, x: torch.Tensor, y: torch.Tensor, k: int, lam: 
         model.layer.cell, z, h0=torch.zeros_like(z), rtol=1e-6, max_steps=300, warn=False
     )
     problem = gs.FixedPointProblem.from_module(model.layer.cell, fp.value, z, rtol=1e9)
-    spectrum = gs.spectral_radius(problem, gs.DenseSpectrum())
+    spectrum = gs.spectral_radius(problem, gs.spectral.DenseSpectrum())
     mu = spectrum.ritz_values
     rho_b = float((1 - lam + lam * mu).abs().max())
-    power = gs.damped_power_norm(problem, lam, k, gs.DenseSpectrum()).value
+    power = gs.spectral.damped_power_norm(problem, lam, k, gs.spectral.DenseSpectrum()).value
     h = fp.value.detach().requires_grad_(True)
     with torch.enable_grad():
         (g,) = torch.autograd.grad(F.cross_entropy(model.head(h), y), h)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gs.ConvergenceWarning)
-        exact = gs.estimate_gradient(problem, g, gs.Exact(gs.GMRES(rtol=1e-5, max_steps=500)))
+        exact = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.GMRES(rtol=1e-5, max_steps=500)))
         estimate = gs.estimate_gradient(problem, g, model.layer.estimator)
     cosine = gs.compare(estimate, exact).cosine if exact.solution.converged else float("nan")
     return {
@@ -101,7 +101,7 @@ def spectra(model: gs.DigitsDEQ, x: torch.Tensor, y: torch.Tensor, k: int, lam: 
 
 
 def train(
-    data: gs.DigitsData,
+    data: gs.synthetic.DigitsData,
     method: str,
     k: int,
     lam: float,
@@ -113,7 +113,7 @@ def train(
     """Train one DigitsDEQ with A(k, λ); return the run's row and its checkpoint rows."""
     torch.manual_seed(seed)
     estimator = gs.Unrolled(k, lam) if method == "UPG" else gs.Neumann(k, lam)
-    model = gs.DigitsDEQ(width=WIDTH, estimator=estimator)
+    model = gs.synthetic.DigitsDEQ(width=WIDTH, estimator=estimator)
     optimizer = make_optimizer(opt, model.parameters())
     generator = torch.Generator().manual_seed(seed)
     probe_x, probe_y = data.x_test[:BATCH], data.y_test[:BATCH]
@@ -336,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     upg_lams = (0.1, 0.5) if args.quick else UPG_DAMPINGS
     npg_lams = (0.5,) if args.quick else NPG_DAMPINGS
     args.out.mkdir(parents=True, exist_ok=True)
-    data = gs.load_digits_tensors(seed=0)
+    data = gs.synthetic.load_digits_tensors(seed=0)
     cells = [("UPG", k, lam) for lam in upg_lams for k in ks]
     cells += [("NPG", k, lam) for lam in npg_lams for k in ks]
     start = time.perf_counter()

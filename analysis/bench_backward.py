@@ -81,7 +81,7 @@ def solve_forward(cell, x, rtol=1e-12):
 def spectral_radii(cell, h, x) -> torch.Tensor:
     """ρ(J_s) per sample from the dense per-sample Jacobian blocks at h."""
     problem = gs.FixedPointProblem.from_module(cell, h, x, rtol=1.0)
-    blocks = gs.JacobianOperators(problem).JT.dense(per_sample=True).double()
+    blocks = gs.operators.jacobian_transpose(problem).dense(per_sample=True).double()
     return torch.linalg.eigvals(blocks).abs().amax(1)
 
 
@@ -107,6 +107,11 @@ def calibrate(d, n, x, target):
     raise RuntimeError(f"cannot reach ρ(J) = {target}")
 
 
+
+def identity_minus(JT: gs.operators.LinearOperator) -> gs.operators.LinearOperator:
+    """``I − Jᵀ``."""
+    return JT.identity() - JT
+
 @dataclass
 class Case:
     """One benchmark configuration: cell, equilibrium, cotangent and references."""
@@ -122,7 +127,7 @@ class Case:
     target: torch.Tensor
     rho: torch.Tensor  # per-sample ρ(J) at h*
     reference: torch.Tensor  # dense float64 exact gradient, flattened
-    ops64: gs.JacobianOperators  # float64 operators at h*, for residuals
+    adjoint64: gs.operators.LinearOperator  # float64 I − Jᵀ at h*, for residuals
 
 
 def make_case(d, batch, rho_target, dtype, calibration, n=32):
@@ -140,7 +145,7 @@ def make_case(d, batch, rho_target, dtype, calibration, n=32):
         batch, d, generator=torch.Generator().manual_seed(2), dtype=torch.float64
     )
     g64 = h64 - target64  # ℓ = ½‖h* − target‖²
-    reference = gs.estimate_gradient(problem64, g64, gs.Exact(gs.Dense())).flat()
+    reference = gs.estimate_gradient(problem64, g64, gs.Exact(gs.solvers.Dense())).flat()
     cell = TanhCell(d, n, radius, scale).to(dtype)
     return Case(
         d,
@@ -154,14 +159,14 @@ def make_case(d, batch, rho_target, dtype, calibration, n=32):
         target64.to(dtype),
         rho,
         reference,
-        gs.JacobianOperators(problem64),
+        identity_minus(gs.operators.jacobian_transpose(problem64)),
     )
 
 
 def relative_residuals(case: Case, u: torch.Tensor) -> float:
     """max_s ‖g − (I − Jᵀ)u‖ / ‖g‖ in float64 at h*."""
     g = case.g.double()
-    r = g - case.ops64.adjoint(u.double())
+    r = g - case.adjoint64(u.double())
     return float((r.norm(dim=1) / g.norm(dim=1)).max())
 
 
@@ -295,17 +300,17 @@ def methods(dtype):
     rtol = RTOL[dtype]
     out = [
         GradscopeMethod(
-            "gs Exact GMRES per-sample", gs.Exact(gs.GMRES(rtol=rtol, per_sample=True))
+            "gs Exact GMRES per-sample", gs.Exact(gs.solvers.GMRES(rtol=rtol, per_sample=True))
         ),
-        GradscopeMethod("gs Exact GMRES whole", gs.Exact(gs.GMRES(rtol=rtol, per_sample=False))),
+        GradscopeMethod("gs Exact GMRES whole", gs.Exact(gs.solvers.GMRES(rtol=rtol, per_sample=False))),
         GradscopeMethod(
             "gs Exact GMRES(100) per-sample",
-            gs.Exact(gs.GMRES(rtol=rtol, restart=100, per_sample=True)),
+            gs.Exact(gs.solvers.GMRES(rtol=rtol, restart=100, per_sample=True)),
         ),
         GradscopeMethod(
-            "gs Exact FixedPointIteration", gs.Exact(gs.FixedPointIteration(rtol=rtol))
+            "gs Exact FixedPointIteration", gs.Exact(gs.solvers.FixedPointIteration(rtol=rtol))
         ),
-        GradscopeMethod("gs Exact BiCGSTAB", gs.Exact(gs.BiCGSTAB(rtol=rtol, per_sample=True))),
+        GradscopeMethod("gs Exact BiCGSTAB", gs.Exact(gs.solvers.BiCGSTAB(rtol=rtol, per_sample=True))),
         GradscopeMethod("gs Unrolled(5, 0.5)", gs.Unrolled(5, 0.5)),
         GradscopeMethod("gs Neumann(5, 0.5)", gs.Neumann(5, 0.5)),
         GradscopeMethod("gs OneStep", gs.OneStep()),

@@ -5,7 +5,7 @@ the phantom gradient UPG/NPG A(5, λ) is faster than training with the exact imp
 gradient -- the paper reports 1.4–2.2× (whether for the whole step or the backward alone
 is not stated, so both are timed here).
 
-Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.DigitsDEQ`,
+Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`,
 width 48, batch 64, float32, Anderson forward to rtol 1e-4) on one CPU thread, at two
 states of the same model: at initialisation and after 300 training steps with AdamW
 (lr 5e-3, weight decay 0.05) and NPG(5, 0.5), where ρ(J) has risen (the exact backward's GMRES then
@@ -55,7 +55,7 @@ import gradscope as gs
 
 WIDTH, BATCH = 48, 64
 ESTIMATORS = {
-    "exact": gs.Exact(gs.GMRES(rtol=1e-5)),
+    "exact": gs.Exact(gs.solvers.GMRES(rtol=1e-5)),
     "UPG(5, 0.5)": gs.Unrolled(5, 0.5),
     "NPG(5, 0.5)": gs.Neumann(5, 0.5),
     "one-step": gs.OneStep(),
@@ -64,10 +64,10 @@ PAPER = (1.4, 2.2)
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_speed"
 
 
-def trained_model(data: gs.DigitsData, steps: int, seed: int = 0) -> gs.DigitsDEQ:
+def trained_model(data: gs.synthetic.DigitsData, steps: int, seed: int = 0) -> gs.synthetic.DigitsDEQ:
     """A DigitsDEQ after ``steps`` training steps with AdamW (lr 5e-3, weight decay 0.05) and NPG(5, 0.5)."""
     torch.manual_seed(seed)
-    model = gs.DigitsDEQ(width=WIDTH, estimator=gs.Neumann(5, 0.5))
+    model = gs.synthetic.DigitsDEQ(width=WIDTH, estimator=gs.Neumann(5, 0.5))
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings():
@@ -80,7 +80,7 @@ def trained_model(data: gs.DigitsData, steps: int, seed: int = 0) -> gs.DigitsDE
     return model
 
 
-def rho_j(model: gs.DigitsDEQ, x: torch.Tensor) -> float:
+def rho_j(model: gs.synthetic.DigitsDEQ, x: torch.Tensor) -> float:
     """ρ(J) (max over the batch) at the model's equilibrium for x."""
     with torch.no_grad():
         z = model.project(x)
@@ -107,7 +107,7 @@ def one_step(model, opt, x, y) -> dict:
     }
 
 
-def bench(model: gs.DigitsDEQ, data: gs.DigitsData, state: str, rounds: int) -> pd.DataFrame:
+def bench(model: gs.synthetic.DigitsDEQ, data: gs.synthetic.DigitsData, state: str, rounds: int) -> pd.DataFrame:
     """Round-robin timings of every estimator on copies of ``model``."""
     models, opts = {}, {}
     for name, estimator in ESTIMATORS.items():
@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
         times = pd.read_csv(args.from_csv / "times.csv")
         rounds = int(times["round"].max())
     else:
-        data = gs.load_digits_tensors(seed=0)
+        data = gs.synthetic.load_digits_tensors(seed=0)
         frames = []
         for state, steps in (("init", 0), ("trained", train_steps)):
             model = trained_model(data, steps)

@@ -1,12 +1,12 @@
 """The damping limit λ_max predicts exactly where the Neumann phantom gradient (NPG) diverges.
 
 Claim [derived, THEORY.md §5]: the k-step Neumann series with damping λ converges as
-k → ∞ iff ``λ < λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` (``gs.damping_limit``). On random
+k → ∞ iff ``λ < λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` (``gs.theory.damping_limit``). On random
 linear cells ``F(h) = W h + b + x`` whose J = W has eigenvalues with negative real part
 or complex outliers (so λ_max < 1), NPG(k = 300, λ) is observed to converge to the exact
 gradient (relative error < 1e-4) for every λ with ρ(B_λ) < 0.95 and to diverge
 (relative error > 1) for every λ with ρ(B_λ) > 1.03; λ's in between converge too slowly
-to call at k = 300 and are not scored. ``gs.optimal_damping`` is drawn for reference.
+to call at k = 300 and are not scored. ``gs.theory.optimal_damping`` is drawn for reference.
 
 Writes results.csv and damping.png to analysis/results/damping_bounds/. Prints PASS/FAIL.
 
@@ -69,10 +69,10 @@ def main(argv: list[str] | None = None) -> bool:
     rows = []
     for seed in range(n_problems):
         problem, g = problem_with_spectrum(seed)
-        limit = gs.damping_limit(problem, dense=True)
-        best = gs.optimal_damping(problem, dense=True)
-        mu = gs.spectral_radius(problem, gs.DenseSpectrum()).eigenvalues.reshape(-1)
-        exact = gs.estimate_gradient(problem, g, gs.Exact(gs.Dense()))
+        limit = gs.theory.damping_limit(problem, dense=True)
+        best = gs.theory.optimal_damping(problem, dense=True)
+        mu = gs.spectral_radius(problem, gs.spectral.DenseSpectrum()).eigenvalues.reshape(-1)
+        exact = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.Dense()))
         for lam in grid:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", gs.ConvergenceWarning)

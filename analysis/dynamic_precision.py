@@ -5,13 +5,13 @@ DEQ trains with a phantom gradient, the cosine between the phantom gradient A(5,
 (UPG and NPG) and the exact implicit gradient stays high all along training -- most of
 its mass near or above 0.9.
 
-Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.DigitsDEQ`,
+Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`,
 width 32, float64, batch 64; input projection → implicit ``tanh(W h + z)`` → linear
 head) trained 400 steps with UPG A(5, 0.5) -- the paper's training gradient -- under a
 :class:`gradscope.GradientMonitor` that observes every 4th step: the exact gradient
 (GMRES per sample, rtol 1e-8), UPG(5, 0.5) (the training one), NPG(5, 0.5) and the
 one-step gradient are compared on the batch's loss (cosine over the cell's parameters),
-and :func:`gradscope.theory_extra` records ρ(J) and ‖J‖₂ at the equilibrium. Two
+and :func:`gradscope.monitor.theory_extra` records ρ(J) and ‖J‖₂ at the equilibrium. Two
 optimizers, 3 seeds each:
 
 * ``sgd`` -- SGD with momentum 0.9, lr 0.05: ρ(J) stays in the contractive range
@@ -79,15 +79,15 @@ def optimizer(setting: str, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=5e-3, weight_decay=0.05)
 
 
-def train(data: gs.DigitsData, setting: str, seed: int, steps: int, every: int) -> pd.DataFrame:
+def train(data: gs.synthetic.DigitsData, setting: str, seed: int, steps: int, every: int) -> pd.DataFrame:
     """Train one DigitsDEQ with UPG(5, 0.5) under a monitor; one row per observed step."""
     torch.manual_seed(seed)
-    model = gs.DigitsDEQ(width=WIDTH, estimator=TRAIN).double()
+    model = gs.synthetic.DigitsDEQ(width=WIDTH, estimator=TRAIN).double()
     monitor = gs.GradientMonitor(
         estimators=list(COMPARED),
-        exact=gs.Exact(gs.GMRES(rtol=1e-8)),
-        schedule=gs.Every(every),
-        extra=gs.theory_extra(TRAIN),
+        exact=gs.Exact(gs.solvers.GMRES(rtol=1e-8)),
+        schedule=gs.monitor.Every(every),
+        extra=gs.monitor.theory_extra(TRAIN),
         per_param=False,
     )
     monitor.attach(model.layer, name="deq")
@@ -353,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = int(obs["step"].max()) + args.every
         n_runs = len(obs.groupby(["setting", "seed"]))
     else:
-        data = gs.load_digits_tensors(seed=0, dtype=torch.float64)
+        data = gs.synthetic.load_digits_tensors(seed=0, dtype=torch.float64)
         frames = [
             train(data, setting, seed, steps, args.every)
             for setting in SETTINGS

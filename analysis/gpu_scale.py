@@ -229,7 +229,7 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def solve_forward(model: MDEQ, x_inj: torch.Tensor, args) -> gs.FixedPointResult:
+def solve_forward(model: MDEQ, x_inj: torch.Tensor, args) -> gs.fixed_point.FixedPointResult:
     h0 = x_inj.new_zeros(x_inj.shape[0], model.cell.state_size())
     return gs.find_fixed_point(
         model.cell, x_inj, h0=h0, rtol=args.forward_rtol, max_steps=args.forward_steps, warn=False
@@ -312,7 +312,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
     g, loss = cotangent(model, fp.value, labels)
     estimators = {
         "exact": gs.Exact(
-            gs.GMRES(rtol=args.exact_rtol, per_sample=True, max_steps=args.exact_steps)
+            gs.solvers.GMRES(rtol=args.exact_rtol, per_sample=True, max_steps=args.exact_steps)
         ),
         "UPG(5,0.5)": gs.Unrolled(5, 0.5),
         "NPG(5,0.5)": gs.Neumann(5, 0.5),
@@ -403,8 +403,8 @@ def monitor_overhead(model: MDEQ, images, labels, args) -> dict:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     monitor = gs.GradientMonitor(
         estimators=[gs.Unrolled(5, 0.5), gs.OneStep()],
-        exact=gs.Exact(gs.GMRES(rtol=args.exact_rtol, per_sample=True, max_steps=args.exact_steps)),
-        schedule=gs.Every(1),
+        exact=gs.Exact(gs.solvers.GMRES(rtol=args.exact_rtol, per_sample=True, max_steps=args.exact_steps)),
+        schedule=gs.monitor.Every(1),
         per_param=False,
     )
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)

@@ -2,9 +2,9 @@
 
 Claim [derived, THEORY.md §5]: the k-step Neumann (NPG) adjoint satisfies
 ``u* − u_k = (B_λᵀ)^k u*``, so its relative error ``‖u* − u_k‖/‖u*‖`` never exceeds
-``‖B_λ^k‖₂`` (``gs.damped_power_norm``) — on every case, normal or not. For a
+``‖B_λ^k‖₂`` (``gs.spectral.damped_power_norm``) — on every case, normal or not. For a
 non-normal J the error exceeds ``ρ(B_λ)^k`` (so the spectral radius alone is not a
-bound, and ``gs.steps_needed`` must use the norms); for a normal J, ``‖B_λ^k‖₂ = ρ(B_λ)^k``.
+bound, and ``gs.theory.steps_needed`` must use the norms); for a normal J, ``‖B_λ^k‖₂ = ρ(B_λ)^k``.
 
 Cases: a normal linear cell, two non-normal linear cells (Schur form with a large
 off-diagonal part), and a tanh DEQ cell; k = 1..40, λ ∈ {0.5, 1.0}; worst over random
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> bool:
     for name, problem in cases.items():
         g = torch.Generator().manual_seed(7)
         cots = [torch.randn(problem.h_star.shape, generator=g, dtype=DT) for _ in range(n_cot)]
-        exacts = [gs.estimate_gradient(problem, c, gs.Exact(gs.Dense())).adjoint for c in cots]
-        mu = gs.spectral_radius(problem, gs.DenseSpectrum()).ritz_values.reshape(-1)
+        exacts = [gs.estimate_gradient(problem, c, gs.Exact(gs.solvers.Dense())).adjoint for c in cots]
+        mu = gs.spectral_radius(problem, gs.spectral.DenseSpectrum()).ritz_values.reshape(-1)
         for lam in (0.5, 1.0):
             rho_B = float((1 - lam * (1 - mu)).abs().max())
             for k in ks:
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> bool:
                     errors.append(
                         float(torch.linalg.vector_norm(uk - u) / torch.linalg.vector_norm(u))
                     )
-                norm = gs.damped_power_norm(problem, lam, k, gs.DenseSpectrum()).value
+                norm = gs.spectral.damped_power_norm(problem, lam, k, gs.spectral.DenseSpectrum()).value
                 rows.append(
                     {
                         "case": name,

@@ -69,11 +69,11 @@ def systems(d: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def solvers(d: int, rtol: float) -> dict[str, object]:
     return {
-        "GMRES": gs.GMRES(rtol=rtol, max_steps=3000),
-        f"GMRES({d})": gs.GMRES(rtol=rtol, restart=d, max_steps=3000),
-        "BiCGSTAB": gs.BiCGSTAB(rtol=rtol, max_steps=3000),
-        "FixedPointIteration": gs.FixedPointIteration(rtol=rtol, max_steps=3000),
-        "Dense": gs.Dense(rtol=rtol),
+        "GMRES": gs.solvers.GMRES(rtol=rtol, max_steps=3000),
+        f"GMRES({d})": gs.solvers.GMRES(rtol=rtol, restart=d, max_steps=3000),
+        "BiCGSTAB": gs.solvers.BiCGSTAB(rtol=rtol, max_steps=3000),
+        "FixedPointIteration": gs.solvers.FixedPointIteration(rtol=rtol, max_steps=3000),
+        "Dense": gs.solvers.Dense(rtol=rtol),
     }
 
 
@@ -89,11 +89,11 @@ def main(argv: list[str] | None = None) -> bool:
         for family, J in systems(d).items():
             A = (torch.eye(d, dtype=torch.float64) - J).to(dtype)
             b = torch.randn(4, d, generator=torch.Generator().manual_seed(1), dtype=dtype)
-            op = gs.LinearMap(lambda v, A=A: v @ A.T, b, "I − J")
+            op = gs.operators.FunctionOperator(lambda v, A=A: v @ A.T, b, "I − J", independent_samples=True)
             for name, solver in solvers(d, rtol).items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", gs.ConvergenceWarning)
-                    sol = gs.linear_solve(op, b, solver, per_sample=True)
+                    sol = gs.solvers.linear_solve(op, b, solver, per_sample=True)
                 finite = bool(torch.isfinite(sol.value).all())
                 true = float(((b - op(sol.value)).norm(dim=1) / b.norm(dim=1)).max())
                 rows.append(

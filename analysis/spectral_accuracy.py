@@ -4,11 +4,11 @@ Claim: ``gs.spectral_radius`` (batched Arnoldi on Jᵀ, ≤ 100 VJPs per sample)
 of the reference ρ(J) on every case — tanh DEQ cells ``F(h) = tanh(W h + U x + b)`` and
 linear cells with a controlled spectrum (one dominant real eigenvalue; complex leading
 pair, normal and non-normal J) — while the peers' 100-step power method with a Rayleigh
-quotient (TorchDEQ's ``power_method``, ``gs.power_method_radius``) is off by more than 1%
+quotient (TorchDEQ's ``power_method``, ``gs.spectral.PowerIteration``) is off by more than 1%
 on some of them (it is exact only when one real eigenvalue dominates).
 
 References: dense ``torch.linalg.eigvals`` per sample (d ≤ 1024), the spectrum known by
-construction (linear cells), ARPACK (``gs.ScipyEigs``) for tanh cells with d = 4096
+construction (linear cells), ARPACK (``gs.spectral.ScipyEigs``) for tanh cells with d = 4096
 (full mode only). Writes results.csv and accuracy.png to
 analysis/results/spectral_accuracy/. Prints PASS/FAIL.
 
@@ -37,7 +37,7 @@ DT = torch.float64
 
 
 def tanh_problem(d: int, batch: int, scale: float, seed: int) -> gs.FixedPointProblem:
-    return gs.random_tanh_problem(d, n=16, batch=batch, scale=scale, seed=seed)
+    return gs.synthetic.random_tanh_problem(d, n=16, batch=batch, scale=scale, seed=seed)
 
 
 def linear_problem(d: int, kind: str, seed: int) -> tuple[gs.FixedPointProblem, torch.Tensor]:
@@ -82,7 +82,7 @@ def linear_problem(d: int, kind: str, seed: int) -> tuple[gs.FixedPointProblem, 
 
 def measure(problem, reference: torch.Tensor, case: dict) -> list[dict]:
     rows = []
-    for name, method in (("arnoldi", gs.Arnoldi(max_steps=100)), ("power", gs.PowerIteration(100))):
+    for name, method in (("arnoldi", gs.spectral.Arnoldi(max_steps=100)), ("power", gs.spectral.PowerIteration(100))):
         start = time.perf_counter()
         est = gs.spectral_radius(problem, method)
         seconds = time.perf_counter() - start
@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> bool:
     OUT.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
     warm = tanh_problem(8, 2, 0.5, seed=0)  # one-time library initialisation, not timed
-    gs.spectral_radius(warm), gs.power_method_radius(warm)
+    gs.spectral_radius(warm), gs.spectral.spectral_radius(warm, gs.spectral.PowerIteration())
     tanh_cases = (
         [(64, 4, 0.9), (64, 4, 1.3)]
         if args.quick
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> bool:
     )
     for d, batch, scale in tanh_cases:
         problem = tanh_problem(d, batch, scale, seed=d + int(10 * scale))
-        ref = gs.spectral_radius(problem, gs.DenseSpectrum()).per_sample
+        ref = gs.spectral_radius(problem, gs.spectral.DenseSpectrum()).per_sample
         rows += measure(problem, ref, {"case": f"tanh scale={scale}", "d": d, "reference": "dense"})
     linear_dims = [64] if args.quick else [64, 1024, 4096]
     for d in linear_dims:
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> bool:
             rows += measure(problem, ref, case)
     if not args.quick:
         problem = tanh_problem(4096, 1, 1.3, seed=4096)
-        ref = gs.spectral_radius(problem, gs.ScipyEigs(eigenvalues=4)).per_sample
+        ref = gs.spectral_radius(problem, gs.spectral.ScipyEigs(eigenvalues=4)).per_sample
         rows += measure(problem, ref, {"case": "tanh scale=1.3", "d": 4096, "reference": "ARPACK"})
     df = pd.DataFrame(rows)
     df.to_csv(OUT / "results.csv", index=False)

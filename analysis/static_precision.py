@@ -91,7 +91,7 @@ def random_model(seed: int, d: int) -> tuple[dict[str, torch.Tensor], torch.Tens
     return params, x
 
 
-def solve(params: dict[str, torch.Tensor], x: torch.Tensor) -> gs.FixedPointResult:
+def solve(params: dict[str, torch.Tensor], x: torch.Tensor) -> gs.fixed_point.FixedPointResult:
     """h* to rtol 1e-12 (float64)."""
     h0 = torch.zeros(x.shape[0], params["W"].shape[0], dtype=x.dtype)
     return gs.find_fixed_point(lambda h, x: cell(params, h, x), x, h0=h0, rtol=1e-12, max_steps=500)
@@ -105,7 +105,7 @@ def spectral_radius_J(params: dict[str, torch.Tensor], h_star: torch.Tensor) -> 
 
 def calibrate(
     params: dict[str, torch.Tensor], x: torch.Tensor, rho_target: float
-) -> tuple[dict[str, torch.Tensor], gs.FixedPointResult, float]:
+) -> tuple[dict[str, torch.Tensor], gs.fixed_point.FixedPointResult, float]:
     """Rescale W until max_b ρ(J_b) at its own fixed point equals rho_target (± 1e-3).
 
     ρ(J) grows sublinearly with the scale s of W (tanh saturates), so the iteration
@@ -143,7 +143,7 @@ def measure(seed: int, d: int, rho_target: float) -> list[dict]:
     rho_w = torch.linalg.eigvals(params["W"]).abs().max().item()
     problem = gs.FixedPointProblem.from_function(cell, params, fp.value, x)
     g = cross_entropy_cotangent(fp.value, seed)
-    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.GMRES(rtol=1e-12, max_steps=1000)))
+    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.GMRES(rtol=1e-12, max_steps=1000)))
     if not exact.solution.converged:
         raise RuntimeError(f"model {seed}: adjoint solve not converged")
     rows: list[dict] = []

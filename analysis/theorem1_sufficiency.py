@@ -2,7 +2,7 @@
 
 Claim: on random small DEQ cells ``F(h) = tanh(W h + U x + b)`` (p ≥ d, so F_θ has full
 row rank and the theorem is not vacuous) and random estimators (NPG/UPG with random k and
-λ, one-step, exact), every instance where ``gs.check_ascent`` finds
+λ, one-step, exact), every instance where ``gs.theory.check_ascent`` finds
 ``‖P(I − Jᵀ) − F_θᵀ‖₂ ≤ σ_min²/σ_max`` ("holds") has ``⟨∇̂, ∇⟩ ≥ 0`` for a random
 cotangent: zero violations. Also measured: how often the condition holds, and how often
 ascent happens anyway when it fails (the condition is sufficient, not necessary).
@@ -66,9 +66,9 @@ def instance(seed: int) -> dict | None:
         return None  # not a fixed point (F not contractive enough): skipped, counted
     kind = int(rng.integers(0, 4))
     k, lam = int(rng.integers(1, 40)), float(rng.uniform(0.1, 1.0))
-    estimator = [gs.Neumann(k, lam), gs.Unrolled(k, lam), gs.OneStep(), gs.Exact(gs.Dense())][kind]
+    estimator = [gs.Neumann(k, lam), gs.Unrolled(k, lam), gs.OneStep(), gs.Exact(gs.solvers.Dense())][kind]
     cot = torch.randn(shape, generator=g, dtype=DT)
-    check = gs.check_ascent(problem, estimator, cot, dense=True)
+    check = gs.theory.check_ascent(problem, estimator, cot, dense=True)
     scale_ip = check.comparison.overall.estimate_norm * check.comparison.overall.reference_norm
     return {
         "seed": seed,

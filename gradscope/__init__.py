@@ -3,6 +3,12 @@
 Exact implicit gradients with certified linear solves, the phantom gradients of Geng et
 al. (NeurIPS 2021), and the comparisons and theory checks that tell them apart.
 
+The top level holds what most users call; everything else lives in its subpackage,
+in the order the data flows: :mod:`gradscope.problem` → :mod:`gradscope.operators` →
+:mod:`gradscope.solvers` → :mod:`gradscope.estimators` → :mod:`gradscope.metrics` →
+:mod:`gradscope.spectral` / :mod:`gradscope.theory` → :mod:`gradscope.layers` →
+:mod:`gradscope.monitor` → :mod:`gradscope.plots` → :mod:`gradscope.cli`.
+
 Example:
     >>> import torch, gradscope as gs
     >>> fn = lambda p, h, x: torch.tanh(p["W"] @ h + x)
@@ -19,160 +25,77 @@ Example:
 
 """
 
-from . import plots
-from .estimators import (
-    Cost,
-    Exact,
-    GradientEstimate,
-    Neumann,
-    OneStep,
-    Unrolled,
-    estimate_gradient,
-    user_gradient,
+from . import (
+    estimators as estimators,
 )
+from . import (
+    fixed_point as fixed_point,
+)
+from . import (
+    layers as layers,
+)
+from . import (
+    metrics as metrics,
+)
+from . import (
+    monitor as monitor,
+)
+from . import (
+    operators as operators,
+)
+from . import (
+    plots as plots,
+)
+from . import (
+    problem as problem,
+)
+from . import (
+    solvers as solvers,
+)
+from . import (
+    spectral as spectral,
+)
+from . import (
+    status as status,
+)
+from . import (
+    sweeps as sweeps,
+)
+from . import (
+    synthetic as synthetic,
+)
+from . import (
+    theory as theory,
+)
+from .estimators import Estimator, Exact, Neumann, OneStep, Unrolled, estimate_gradient
 from .exceptions import ConvergenceError, ConvergenceWarning, FixedPointWarning
-from .fixed_point import Anderson, FixedPointResult, Picard, find_fixed_point
-from .layers import BackwardStats, ForwardSolver, ImplicitLayer
-from .metrics import Agreement, Comparison, compare
-from .monitor import (
-    CSVSink,
-    Every,
-    GradientMonitor,
-    JSONLSink,
-    LoggingSink,
-    LogSpaced,
-    TensorBoardSink,
-    read_records,
-    spectral_norm_extra,
-    theory_extra,
-)
-from .operators import JacobianOperators, LinearMap
-from .problem import FixedPointProblem, FixedPointResidual, default_fixed_point_rtol
-from .solvers import (
-    GMRES,
-    BiCGSTAB,
-    Dense,
-    FixedPointIteration,
-    Solution,
-    default_solver_rtol,
-    linear_solve,
-)
-
-# --- spectral and theory (issue 4) ---------------------------------------------------
-from .spectral import (
-    Arnoldi,
-    DenseSpectrum,
-    Lanczos,
-    PowerIteration,
-    ScipyEigs,
-    SpectralEstimate,
-    damped_power_norm,
-    power_method_radius,
-    smallest_singular_value,
-    spectral_norm,
-    spectral_radius,
-)
-from .sweeps import SweepResult, sweep
-from .synthetic import DigitsData, DigitsDEQ, TanhCell, load_digits_tensors, random_tanh_problem
-from .theory import (
-    AscentCheck,
-    DampingChoice,
-    DampingLimit,
-    StepsNeeded,
-    check_ascent,
-    damping_limit,
-    optimal_damping,
-    param_singular_values,
-    steps_needed,
-)
-from .theory_report import Finding, TheoryReport, check_theory
-
-# --- end spectral and theory ---------------------------------------------------------
+from .fixed_point import find_fixed_point
+from .layers import ImplicitLayer
+from .metrics import compare
+from .monitor import GradientMonitor
+from .problem import FixedPointProblem
+from .spectral import spectral_radius
+from .status import Status
+from .theory import check_theory
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "GMRES",
-    "Agreement",
-    "Anderson",
-    "BiCGSTAB",
-    "Comparison",
     "ConvergenceError",
     "ConvergenceWarning",
-    "Cost",
-    "Dense",
+    "Estimator",
     "Exact",
-    "FixedPointIteration",
     "FixedPointProblem",
-    "FixedPointResidual",
-    "FixedPointResult",
     "FixedPointWarning",
-    "GradientEstimate",
-    "JacobianOperators",
-    "LinearMap",
-    "Neumann",
-    "OneStep",
-    "Picard",
-    "Solution",
-    "SweepResult",
-    "Unrolled",
-    "compare",
-    "default_fixed_point_rtol",
-    "default_solver_rtol",
-    "estimate_gradient",
-    "find_fixed_point",
-    "linear_solve",
-    "sweep",
-    "user_gradient",
-]
-
-# --- spectral and theory (issue 4) ---------------------------------------------------
-__all__ += [
-    "Arnoldi",
-    "AscentCheck",
-    "DampingChoice",
-    "DampingLimit",
-    "DenseSpectrum",
-    "Finding",
-    "Lanczos",
-    "PowerIteration",
-    "ScipyEigs",
-    "SpectralEstimate",
-    "StepsNeeded",
-    "TheoryReport",
-    "check_ascent",
-    "check_theory",
-    "damped_power_norm",
-    "damping_limit",
-    "optimal_damping",
-    "param_singular_values",
-    "power_method_radius",
-    "smallest_singular_value",
-    "spectral_norm",
-    "spectral_radius",
-    "steps_needed",
-]
-# --- end spectral and theory ---------------------------------------------------------
-# ---- training: implicit layer, monitor, plots, synthetic models (issue 5) ----
-__all__ += [
-    "BackwardStats",
-    "CSVSink",
-    "DigitsDEQ",
-    "DigitsData",
-    "Every",
-    "ForwardSolver",
     "GradientMonitor",
     "ImplicitLayer",
-    "JSONLSink",
-    "LogSpaced",
-    "LoggingSink",
-    "TanhCell",
-    "TensorBoardSink",
-    "load_digits_tensors",
-    "plots",
-    "random_tanh_problem",
-    "read_records",
-    "spectral_norm_extra",
-    "theory_extra",
+    "Neumann",
+    "OneStep",
+    "Status",
+    "Unrolled",
+    "check_theory",
+    "compare",
+    "estimate_gradient",
+    "find_fixed_point",
+    "spectral_radius",
 ]
-# ---- end training block ----

@@ -6,15 +6,13 @@ Every message has the form ``"gradscope.<call>: <what it got>; expected <what>. 
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 import torch
 
-from .exceptions import ConvergenceError, ConvergenceWarning
 
-
-def fail(call: str, message: str, kind: type[Exception] = ValueError) -> None:
+def fail(call: str, message: str, kind: type[Exception] = ValueError) -> NoReturn:
     """Raise ``kind`` with the message prefixed by the public call's name."""
     raise kind(f"gradscope.{call}: {message}")
 
@@ -27,6 +25,16 @@ def check_positive(call: str, name: str, value: float, *, allow_zero: bool = Fal
     if not ok or not math.isfinite(value):
         bound = "≥ 0" if allow_zero else "> 0"
         fail(call, f"{name}={value!r}; expected a finite number {bound}.")
+
+
+def check_bool(call: str, name: str, value: object) -> None:
+    """Check that a flag is a bool (a truthy string must not switch a mode on)."""
+    if not isinstance(value, bool):
+        fail(
+            call,
+            f"{name}={value!r} is a {type(value).__name__}; expected True or False.",
+            TypeError,
+        )
 
 
 def check_steps(call: str, name: str, value: int, minimum: int = 1) -> None:
@@ -150,10 +158,3 @@ def tf32_hint(is_cuda: bool, dtype: torch.dtype) -> str:
             "level; set both to False for tight tolerances."
         )
     return ""
-
-
-def report_failure(message: str, *, strict: bool, stacklevel: int = 3) -> None:
-    """Warn about a numerical failure, or raise it when ``strict``."""
-    if strict:
-        raise ConvergenceError(message)
-    warnings.warn(message, ConvergenceWarning, stacklevel=stacklevel)

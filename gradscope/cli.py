@@ -256,7 +256,7 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace, estimators: list, caught: list) -> int:
-    from .theory_report import check_theory
+    from .theory import check_theory
 
     problem, g, source, found = build_from_factory(load_factory(args.target), args.seed)
     exact = estimate_gradient(problem, g, Exact())
@@ -364,7 +364,7 @@ def tanh_problem(
     cotangent and the measured ρ(J).
     """
     from .fixed_point import find_fixed_point
-    from .operators import JacobianOperators
+    from .operators import jacobian_transpose
 
     gen = torch.Generator().manual_seed(seed)
     W0 = torch.randn(width, width, generator=gen, dtype=torch.float64) / width**0.5
@@ -386,7 +386,7 @@ def tanh_problem(
             warn=False,
         )
         problem = FixedPointProblem.from_function(fn, params, fp.value, x, rtol=1e9)
-        blocks = JacobianOperators(problem).JT.dense(per_sample=True)
+        blocks = jacobian_transpose(problem).dense(per_sample=True)
         return problem, fp, float(torch.linalg.eigvals(blocks).abs().max())
 
     lo, hi = 0.0, 1.0
@@ -412,7 +412,7 @@ def digits_problem(
 ) -> tuple[FixedPointProblem, torch.Tensor, float]:
     """The demo's model at its equilibrium on ``batch`` real training digits, in float64.
 
-    The model is a :class:`~gradscope.DigitsDEQ` as initialised with ``seed``; the cotangent
+    The model is a :class:`~gradscope.synthetic.DigitsDEQ` as initialised with ``seed``; the cotangent
     is the cross-entropy's gradient at h*. Returns the problem, the cotangent and ρ(J).
     """
     from .demo import equilibrium_problem

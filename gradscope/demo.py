@@ -1,6 +1,6 @@
 r"""``gradscope demo``: train a small DEQ on real digits and watch its gradients.
 
-A :class:`~gradscope.DigitsDEQ` (input projection → implicit tanh layer → linear head)
+A :class:`~gradscope.synthetic.DigitsDEQ` (input projection → implicit tanh layer → linear head)
 is trained on scikit-learn's bundled digits (1797 real 8×8 images, a seeded 75/25
 split) with a phantom gradient, while a :class:`~gradscope.GradientMonitor` compares
 the exact, unrolled, Neumann and one-step gradients every few steps and tracks ρ(J),

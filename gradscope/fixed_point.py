@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from . import _batch
 from ._checks import (
     check_damping,
     check_finite,
@@ -28,10 +27,10 @@ from ._checks import (
     check_tensor,
     evaluate_map_checked,
     fail,
-    report_failure,
     tf32_hint,
 )
-from .problem import relative_residual
+from .layout import SampleLayout, relative_residual
+from .status import report
 
 __all__ = ["Anderson", "FixedPointResult", "Picard", "find_fixed_point"]
 
@@ -235,7 +234,7 @@ def find_fixed_point(
     if not isinstance(method, (Anderson, Picard)):
         fail(
             _CALL,
-            f"method={method!r}; expected gradscope.Anderson(...) or gradscope.Picard(...).",
+            f"method={method!r}; expected gradscope.fixed_point.Anderson(...) or gradscope.fixed_point.Picard(...).",
             TypeError,
         )
     check_positive(_CALL, "rtol", rtol)
@@ -260,7 +259,7 @@ def find_fixed_point(
         else:
             result = _anderson(f, h0, method, rtol, atol, max_steps, per_sample)
     if not result.converged and (warn or strict):
-        report_failure(
+        report(
             f"gradscope.find_fixed_point: not converged after {result.steps} steps: relative "
             f"residual {result.residual:.3e} > rtol={rtol:g}. Raise max_steps, use "
             "Anderson, damp (Picard(damping<1)), or check that F is contractive."
@@ -275,7 +274,7 @@ class _Tracker:
 
     def __init__(self, h0: torch.Tensor, rtol: float, atol: float) -> None:
         self.best = h0.clone()
-        n = _batch.sample_count(h0, True)
+        n = SampleLayout(h0.shape, per_sample=True).rows
         self.best_abs = torch.full((n,), math.inf, dtype=h0.dtype, device=h0.device)
         self.best_rel = self.best_abs.clone()
         self.rtol, self.atol = rtol, atol
@@ -285,7 +284,7 @@ class _Tracker:
         absolute, relative = relative_residual(h, fh)
         finite = torch.isfinite(absolute) & torch.isfinite(h.reshape(absolute.shape[0], -1)).all(1)
         better = finite & (relative < self.best_rel)
-        mask = _batch.expand(better, h, True)
+        mask = SampleLayout(h.shape, per_sample=True).expand(better)
         self.best = torch.where(mask, h, self.best)
         self.best_abs = torch.where(better, absolute, self.best_abs)
         self.best_rel = torch.where(better, relative, self.best_rel)
@@ -326,7 +325,7 @@ def _picard(f, h0, method: Picard, rtol, atol, max_steps) -> FixedPointResult:
 
 def _anderson(f, h0, method: Anderson, rtol, atol, max_steps, per_sample) -> FixedPointResult:
     shape = h0.shape
-    n_rows = _batch.sample_count(h0, per_sample)
+    n_rows = SampleLayout(h0.shape, per_sample).rows
     m, beta, reg = method.memory + 1, method.mixing, method.regularization
     X = h0.new_zeros(n_rows, m, h0.numel() // n_rows)
     FX = torch.zeros_like(X)

@@ -12,7 +12,7 @@ estimator's (THEORY.md §2–3):
   the output is ``f = F(h*, x; θ)`` evaluated once with grad at a leaf copy of h* (its
   value is h* at a fixed point). A tensor hook on ``f`` replaces the incoming cotangent
   ``g = ∂ℓ/∂f`` by the adjoint ``u`` (Exact: ``(I − Jᵀ)u = g`` solved with gradscope's
-  certified :func:`~gradscope.linear_solve`; Neumann: ``u = λ Σ_{t<k} (B_λᵀ)^t g``;
+  certified :func:`~gradscope.solvers.linear_solve`; Neumann: ``u = λ Σ_{t<k} (B_λᵀ)^t g``;
   OneStep: ``u = g``), each ``Jᵀv`` a VJP through the one graph of F; autograd then
   carries ``F_θᵀ u`` into the parameters' ``.grad`` and ``F_xᵀ u`` into the inputs.
   Memory: one graph of F, independent of k (the "hook" pattern of the DEQ code and
@@ -25,7 +25,6 @@ cotangent (tests/test_layers.py checks this in float64).
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,11 +32,12 @@ import torch
 from torch import nn
 
 from ._checks import check_positive, check_steps, fail
-from .estimators import Exact, Neumann, OneStep, Unrolled, check_estimator
-from .exceptions import ConvergenceWarning
+from .estimators import Estimator, Neumann, Unrolled, check_estimator
+from .estimators.base import as_adjoint, failure_message
 from .fixed_point import Anderson, FixedPointResult, Picard, find_fixed_point
-from .operators import LinearMap
-from .solvers import Solution, linear_solve
+from .operators import Counted, JacobianTranspose
+from .solvers import Solution
+from .status import Status, report
 
 __all__ = ["BackwardStats", "ForwardSolver", "ImplicitLayer"]
 
@@ -47,7 +47,7 @@ class ForwardSolver:
     """How :class:`ImplicitLayer` solves ``h = F(h, x)`` (the arguments of :func:`~gradscope.find_fixed_point`).
 
     Args:
-        method: :class:`~gradscope.Anderson` (default) or :class:`~gradscope.Picard`.
+        method: :class:`~gradscope.fixed_point.Anderson` (default) or :class:`~gradscope.fixed_point.Picard`.
         rtol: relative residual ``‖F(h) − h‖ / ‖F(h)‖`` to stop at (> 0).
         atol: absolute residual to stop at (≥ 0).
         max_steps: iteration budget (≥ 1).
@@ -65,7 +65,7 @@ class ForwardSolver:
         if not isinstance(self.method, (Anderson, Picard)):
             fail(
                 "ForwardSolver",
-                f"method={self.method!r}; expected gradscope.Anderson(...) or gradscope.Picard(...).",
+                f"method={self.method!r}; expected gradscope.fixed_point.Anderson(...) or gradscope.fixed_point.Picard(...).",
                 TypeError,
             )
         check_positive("ForwardSolver", "rtol", self.rtol)
@@ -85,6 +85,8 @@ class BackwardStats:
         solution: the linear solve (Exact only), with its true residual.
         series_ratio: Neumann only: ``‖(B_λᵀ)^{k−1} g‖ / ‖g‖``, the last term's size
             (> 1: the series grew).
+        status: how the adjoint computation ended (Unrolled: always
+            :attr:`~gradscope.Status.SUCCESS`, its backward is plain autograd).
 
     """
 
@@ -93,6 +95,7 @@ class BackwardStats:
     seconds: float = 0.0
     solution: Solution | None = None
     series_ratio: float | None = None
+    status: Status = Status.SUCCESS
 
 
 #: Called by the layer at each differentiable forward with (layer, h*, output, inputs);
@@ -115,7 +118,7 @@ class ImplicitLayer(nn.Module):
             ``last_forward``).
 
     Attributes:
-        last_forward: the :class:`~gradscope.FixedPointResult` of the last forward solve
+        last_forward: the :class:`~gradscope.fixed_point.FixedPointResult` of the last forward solve
             (steps, residual, trace).
         last_backward: :class:`BackwardStats` of the last backward pass.
 
@@ -140,7 +143,7 @@ class ImplicitLayer(nn.Module):
     def __init__(
         self,
         cell: nn.Module,
-        estimator: Exact | Unrolled | Neumann | OneStep | None = None,
+        estimator: Estimator | None = None,
         solver: ForwardSolver | None = None,
         *,
         warn: bool = True,
@@ -153,13 +156,14 @@ class ImplicitLayer(nn.Module):
                 "forward(h, *inputs) returns the next state.",
                 TypeError,
             )
-        estimator = Neumann(5, 0.5) if estimator is None else estimator
-        check_estimator("ImplicitLayer", estimator, "estimator")
+        estimator = check_estimator(
+            "ImplicitLayer", Neumann(5, 0.5) if estimator is None else estimator
+        )
         solver = ForwardSolver() if solver is None else solver
         if not isinstance(solver, ForwardSolver):
             fail(
                 "ImplicitLayer",
-                f"solver={solver!r}; expected gradscope.ForwardSolver(...).",
+                f"solver={solver!r}; expected gradscope.layers.ForwardSolver(...).",
                 TypeError,
             )
         self.cell = cell
@@ -169,7 +173,6 @@ class ImplicitLayer(nn.Module):
         self.last_forward: FixedPointResult | None = None
         self.last_backward: BackwardStats | None = None
         self._observers: dict[int, Observer] = {}
-        self._samples_independent: bool | None = None
 
     def extra_repr(self) -> str:
         """The estimator, for ``print(model)``."""
@@ -215,12 +218,8 @@ class ImplicitLayer(nn.Module):
             return h_star
         estimator = self.estimator
         if isinstance(estimator, Unrolled):
-            k, lam = estimator.steps, float(estimator.damping)
-            h = h_star
-            for _ in range(k):
-                fh = self.cell(h, *inputs)
-                h = fh if lam == 1.0 else (1 - lam) * h + lam * fh
-            self.last_backward = BackwardStats(estimator.name, k)
+            h = estimator.unroll(lambda h: self.cell(h, *inputs), h_star)
+            self.last_backward = BackwardStats(estimator.name, estimator.steps)
             self._notify(h_star, h, inputs)
             return h
         h_leaf = h_star.detach().requires_grad_(True)
@@ -240,79 +239,27 @@ class ImplicitLayer(nn.Module):
 
     # ------------------------------------------------------------------ backward
     def _adjoint_hook(
-        self, f: torch.Tensor, h_leaf: torch.Tensor, estimator: Exact | Neumann | OneStep
+        self, f: torch.Tensor, h_leaf: torch.Tensor, estimator: Estimator
     ) -> Callable[[torch.Tensor], torch.Tensor]:
-        count = [0]
-
-        def vjp(v: torch.Tensor) -> torch.Tensor:
-            count[0] += 1
-            (out,) = torch.autograd.grad(f, h_leaf, v, retain_graph=True, allow_unused=True)
-            return torch.zeros_like(v) if out is None else out
-
-        def batched_vjp(V: torch.Tensor) -> torch.Tensor:
-            return torch.stack([vjp(v) for v in V])
-
         def hook(g: torch.Tensor) -> torch.Tensor:
             start = time.perf_counter()
             g = g.detach()
-            if isinstance(estimator, Exact):
-                with warnings.catch_warnings():
-                    if not self.warn:
-                        warnings.simplefilter("ignore")
-                    u, solution = self._solve_adjoint(g, vjp, batched_vjp, estimator, h_leaf)
-                stats = BackwardStats(
-                    estimator.name, count[0] + 1, time.perf_counter() - start, solution
-                )
-            else:
-                k, lam = estimator.steps, float(estimator.damping)
-                v, term = g, g
-                for _ in range(k - 1):  # term_t = (B_λᵀ)^t g; v = Σ_{s≤t} term_s
-                    term = (1 - lam) * term + lam * vjp(term)
-                    v = v + term
-                u = lam * v if lam != 1.0 else v
-                g_norm = float(torch.linalg.vector_norm(g))
-                ratio = float(torch.linalg.vector_norm(term)) / g_norm if g_norm > 0 else 0.0
-                if self.warn and k > 1 and (ratio > 1.0 or not bool(torch.isfinite(u).all())):
-                    warnings.warn(
-                        f"gradscope.ImplicitLayer: the {estimator.name} backward's Neumann terms "
-                        f"grew, ‖(B_λᵀ)^(k−1) g‖ / ‖g‖ = {ratio:.3g} > 1: ρ(B_λ) ≥ 1 (lower the "
-                        "damping λ) or B_λ is non-normal and its powers have not decayed yet "
-                        "(raise k). The gradient is unreliable; compare it with Exact() "
-                        "(gradscope.GradientMonitor).",
-                        ConvergenceWarning,
-                        stacklevel=2,
-                    )
-                stats = BackwardStats(
-                    estimator.name, count[0] + 1, time.perf_counter() - start, None, ratio
-                )
-            self.last_backward = stats
-            return u
+            # Jᵀ through the one graph of F at h*; whether samples are independent is
+            # probed (one VJP) only if the estimator's solver asks, at every backward, so
+            # that it follows the parameters.
+            JT = Counted(JacobianTranspose(f, h_leaf))
+            adjoint = as_adjoint(estimator.adjoint(JT, g), estimator.name, g)
+            self.last_backward = BackwardStats(
+                estimator.name,
+                JT.count + 1,
+                time.perf_counter() - start,
+                adjoint.solution,
+                adjoint.series_ratio,
+                adjoint.status,
+            )
+            if self.warn and not adjoint.status.ok:
+                strict = bool(getattr(getattr(estimator, "solver", None), "strict", False))
+                report(failure_message(estimator.name, adjoint, "ImplicitLayer"), strict=strict)
+            return adjoint.value
 
         return hook
-
-    def _solve_adjoint(self, g, vjp, batched_vjp, estimator: Exact, h_leaf: torch.Tensor):
-        A = LinearMap(
-            lambda v: v - vjp(v), g, "I − Jᵀ", batched_matvec=lambda V: V - batched_vjp(V)
-        )
-        solver = estimator.solver
-        per_sample = solver.per_sample
-        if per_sample is None:
-            per_sample = self._independent(vjp, g)
-        solution = linear_solve(A, g, solver, per_sample=per_sample)
-        return solution.value, solution
-
-    def _independent(self, vjp, g: torch.Tensor) -> bool:
-        """Whether the samples of h* are independent (J block-diagonal); probed once, cached."""
-        if g.dim() < 2 or g.shape[0] == 1:
-            return g.dim() >= 2
-        if self._samples_independent is None:
-            generator = torch.Generator().manual_seed(
-                0
-            )  # a private generator: global RNG untouched
-            probe = torch.zeros_like(g)
-            probe[0] = torch.randn(probe[0].shape, generator=generator, dtype=g.dtype).to(g)
-            out = vjp(probe)
-            leak = float(torch.linalg.vector_norm(out[1:]))
-            scale = float(torch.linalg.vector_norm(out[0]) + torch.linalg.vector_norm(probe))
-            self._samples_independent = leak <= 1e3 * torch.finfo(g.dtype).eps * scale
-        return self._samples_independent

@@ -160,13 +160,13 @@ def compare(estimate: GradientEstimate, reference: GradientEstimate) -> Comparis
         A :class:`Comparison`.
 
     Raises:
-        TypeError: an argument is not a :class:`~gradscope.GradientEstimate`.
+        TypeError: an argument is not a :class:`~gradscope.estimators.GradientEstimate`.
         ValueError: the two cover different parameters or differently shaped tensors.
 
     Example:
         >>> import torch, gradscope as gs
-        >>> a = gs.GradientEstimate.from_grads({"w": torch.tensor([1.0, 0.0])}, name="a")
-        >>> b = gs.GradientEstimate.from_grads({"w": torch.tensor([1.0, 1.0])}, name="b")
+        >>> a = gs.estimators.GradientEstimate.from_grads({"w": torch.tensor([1.0, 0.0])}, name="a")
+        >>> b = gs.estimators.GradientEstimate.from_grads({"w": torch.tensor([1.0, 1.0])}, name="b")
         >>> round(gs.compare(b, a).cosine, 4), gs.compare(b, a).ascent
         (0.7071, True)
 
@@ -175,7 +175,7 @@ def compare(estimate: GradientEstimate, reference: GradientEstimate) -> Comparis
         if not isinstance(value, GradientEstimate):
             fail(
                 "compare",
-                f"{name} is a {type(value).__name__}; expected a gradscope.GradientEstimate.",
+                f"{name} is a {type(value).__name__}; expected a gradscope.estimators.GradientEstimate.",
                 TypeError,
             )
     if set(estimate.grads) != set(reference.grads):

@@ -58,7 +58,6 @@ from .exceptions import ConvergenceWarning
 from .fixed_point import FixedPointResult, find_fixed_point
 from .layers import ImplicitLayer
 from .metrics import compare
-from .operators import JacobianOperators
 from .problem import FixedPointProblem
 from .solvers import GMRES
 
@@ -95,7 +94,7 @@ class Every:
 
     Example:
         >>> import gradscope as gs
-        >>> [s for s in range(12) if gs.Every(5)(s)]
+        >>> [s for s in range(12) if gs.monitor.Every(5)(s)]
         [0, 5, 10]
 
     """
@@ -120,7 +119,7 @@ class LogSpaced:
 
     Example:
         >>> import gradscope as gs
-        >>> [s for s in range(40) if gs.LogSpaced(4)(s)]
+        >>> [s for s in range(40) if gs.monitor.LogSpaced(4)(s)]
         [0, 1, 2, 3, 6, 10, 18, 32]
 
     """
@@ -226,7 +225,7 @@ class TensorBoardSink:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as error:  # pragma: no cover - depends on the environment
                 raise ImportError(
-                    "gradscope.TensorBoardSink: tensorboard is not installed; expected it for "
+                    "gradscope.monitor.TensorBoardSink: tensorboard is not installed; expected it for "
                     "this sink. Install it with `pip install gradscope[logging]`."
                 ) from error
             writer = SummaryWriter(log_dir=None if log_dir is None else str(log_dir))
@@ -307,30 +306,22 @@ def _pandas():
 
 
 # ---------------------------------------------------------------------- extras
-def spectral_norm_extra(iterations: int = 20) -> Extra:
-    r"""An ``extra`` callable: ``‖J‖₂`` by power iteration on ``JᵀJ`` (a JVP and a VJP a step).
+def spectral_norm_extra(method: object | None = None) -> Extra:
+    r"""An ``extra`` callable: ``‖J‖₂`` at each observed equilibrium, with its accuracy.
 
-    A minimal stand-in until gradscope.spectral is plugged in; the estimate is a lower
-    bound that tightens with ``iterations``. It uses its own seeded generator.
+    Calls :func:`gradscope.spectral.spectral_norm` (Lanczos on ``JᵀJ``, one JVP and one
+    VJP a step; or the ``method`` given).
 
     Returns:
-        ``extra(problem, exact, estimates) -> {"jacobian_norm": float}``.
+        ``extra(problem, exact, estimates) -> {"jacobian_norm": float,
+        "jacobian_norm_converged": 0/1}``.
 
     """
-    check_steps("spectral_norm_extra", "iterations", iterations)
+    from .spectral import spectral_norm
 
     def extra(problem: FixedPointProblem, exact, estimates) -> dict[str, float]:
-        ops = JacobianOperators(problem)
-        generator = torch.Generator().manual_seed(0)
-        v = torch.randn(problem.h_star.shape, generator=generator, dtype=problem.dtype)
-        v = v.to(problem.device)
-        sigma = 0.0
-        for _ in range(iterations):
-            v = v / torch.linalg.vector_norm(v).clamp_min(torch.finfo(v.dtype).tiny)
-            w = ops.J(v)
-            sigma = float(torch.linalg.vector_norm(w))
-            v = ops.JT(w)
-        return {"jacobian_norm": sigma}
+        est = spectral_norm(problem, method)  # type: ignore[arg-type]
+        return {"jacobian_norm": est.value, "jacobian_norm_converged": float(est.converged)}
 
     return extra
 
@@ -343,9 +334,9 @@ def theory_extra(estimator: Estimator | None = None, *, sample: int | None = 0) 
 
     * ``rho_J``: :func:`~gradscope.spectral_radius` (per-sample Arnoldi), the maximum over
       the samples;
-    * ``jacobian_norm``: :func:`~gradscope.spectral_norm` (Lanczos on JᵀJ);
+    * ``jacobian_norm``: :func:`~gradscope.spectral.spectral_norm` (Lanczos on JᵀJ);
     * ``theorem1`` for ``estimator`` (default: the first estimate after the exact one):
-      1 holds, 0 vacuous, −1 fails (:func:`~gradscope.check_ascent`), with
+      1 holds, 0 vacuous, −1 fails (:func:`~gradscope.theory.check_ascent`), with
       ``theorem1_error_norm`` ‖E‖₂ and ``theorem1_threshold`` σ_min²/σ_max.
 
     Theorem 1 needs σ_min(F_θ) > 0, which fails whenever the state (batch included) has
@@ -436,8 +427,8 @@ class GradientMonitor:
     Example:
         >>> import torch, gradscope as gs
         >>> _ = torch.manual_seed(0)
-        >>> model = gs.DigitsDEQ(width=16)
-        >>> monitor = gs.GradientMonitor(schedule=gs.Every(2))
+        >>> model = gs.synthetic.DigitsDEQ(width=16)
+        >>> monitor = gs.GradientMonitor(schedule=gs.monitor.Every(2))
         >>> monitor.attach(model.layer, name="deq")  # doctest: +ELLIPSIS
         <function ...>
         >>> for _ in range(3):
@@ -475,7 +466,7 @@ class GradientMonitor:
         if not callable(schedule):
             fail(
                 call,
-                f"schedule={schedule!r}; expected gradscope.Every(n), LogSpaced(k) or a "
+                f"schedule={schedule!r}; expected gradscope.monitor.Every(n), LogSpaced(k) or a "
                 "callable step -> bool.",
                 TypeError,
             )

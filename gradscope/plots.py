@@ -7,7 +7,7 @@ writes every figure that the data allows as PNG files.
 Inputs are the monitor's tidy records (a pandas DataFrame with columns
 ``step, layer, role, estimator, param, metric, value``, see
 :meth:`GradientMonitor.dataframe <gradscope.GradientMonitor.dataframe>`), a DataFrame with columns ``k, damping,
-value`` for sweeps, complex eigenvalues for spectra and :class:`~gradscope.Solution`
+value`` for sweeps, complex eigenvalues for spectra and :class:`~gradscope.solvers.Solution`
 objects for residual traces.
 
 Example:
@@ -272,7 +272,7 @@ def plot_spectrum(
 def plot_residual_traces(
     solutions: Mapping[str, object] | Sequence[object], title: str | None = None
 ):
-    """Residual traces of linear solves (:class:`Solution.trace <gradscope.Solution>`) or forward solves (``FixedPointResult.trace``).
+    """Residual traces of linear solves (:class:`Solution.trace <gradscope.solvers.Solution>`) or forward solves (``FixedPointResult.trace``).
 
     Args:
         solutions: a mapping label → solution, or a sequence (labelled by solver).
@@ -385,7 +385,7 @@ def plot_jacobian_facts(data, metrics: Sequence[str] = ("rho_J", "jacobian_norm"
 
     Args:
         data: a :class:`~gradscope.GradientMonitor` or its DataFrame, with the rows that
-            :func:`~gradscope.theory_extra` (or another ``extra``) records.
+            :func:`~gradscope.monitor.theory_extra` (or another ``extra``) records.
         metrics: the extra quantities to draw.
 
     Returns:
@@ -401,7 +401,7 @@ def plot_jacobian_facts(data, metrics: Sequence[str] = ("rho_J", "jacobian_norm"
     if rows.empty:
         fail(
             "plot_jacobian_facts",
-            f"no extra rows hold {list(metrics)}; monitor with extra=gradscope.theory_extra().",
+            f"no extra rows hold {list(metrics)}; monitor with extra=gradscope.monitor.theory_extra().",
         )
     labels = {"rho_J": "ρ(J)", "jacobian_norm": "‖J‖₂"}
     fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")

@@ -21,7 +21,6 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from . import _batch
 from ._checks import (
     check_finite,
     check_floating,
@@ -33,6 +32,7 @@ from ._checks import (
 )
 from ._memory import GraphMeter
 from .exceptions import FixedPointWarning
+from .layout import relative_residual, samples_independent
 
 __all__ = ["FixedPointProblem", "FixedPointResidual", "default_fixed_point_rtol"]
 
@@ -86,17 +86,6 @@ class FixedPointResidual:
         )
 
 
-def relative_residual(h: torch.Tensor, fh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``(‖F(h) − h‖, ‖F(h) − h‖ / ‖F(h)‖)``, with 0/0 read as 0."""
-    absolute = _batch.norms(fh - h, per_sample=True)
-    scale = _batch.norms(fh, per_sample=True)
-    tiny = torch.finfo(h.dtype).tiny
-    relative = torch.where(
-        absolute == 0, torch.zeros_like(absolute), absolute / scale.clamp_min(tiny)
-    )
-    return absolute, relative
-
-
 @dataclass
 class Linearization:
     """One autograd graph of F at h*, shared by every VJP that gradscope takes there.
@@ -115,20 +104,25 @@ class Linearization:
 
 
 class FixedPointProblem:
-    r"""An equilibrium ``h* = F(h*, x; θ)`` frozen for inspection.
+    r"""An equilibrium ``h* = F(h*, x; θ)`` frozen for inspection (immutable).
 
     Build one with :meth:`from_module` (an :class:`torch.nn.Module` whose
     ``forward(h, *inputs)`` returns the next state) or :meth:`from_function` (a plain
     ``fn(params, h, *inputs)``). Nothing of the module is modified: parameters are used
-    through detached aliases and buffers through copies.
+    through detached aliases and buffers through copies. F is evaluated once at
+    construction, to check that it maps a state to a state and to measure the
+    :attr:`residual`.
 
     Args:
         fn: the layer map ``fn(params, h, *inputs) -> next h``.
         h_star: the equilibrium (floating, finite).
         inputs: the inputs x; floating inputs get gradients ("input grads").
         params: the parameters θ to differentiate, a dict of floating tensors.
-        rtol: relative fixed-point residual above which a :class:`FixedPointWarning` is
-            issued (default: :func:`default_fixed_point_rtol` of the dtype).
+        rtol: relative fixed-point residual above which h* counts as inexact (default:
+            :func:`default_fixed_point_rtol` of the dtype).
+        check: issue a :class:`~gradscope.FixedPointWarning` when the residual exceeds
+            ``rtol``. Pass ``check=False`` for a state you know is inexact (an
+            equilibrium solved loosely during training); the residual is still measured.
 
     Example:
         >>> import torch, gradscope as gs
@@ -137,12 +131,18 @@ class FixedPointProblem:
         ...     _ = cell.weight.mul_(0.1)
         >>> fp = gs.find_fixed_point(cell, h0=torch.zeros(2, 3, dtype=torch.float64), rtol=1e-12)
         >>> problem = gs.FixedPointProblem.from_module(cell, fp.value)
-        >>> problem.residual.max_relative < 1e-8
-        True
+        >>> problem.residual.max_relative < 1e-8, problem.converged
+        (True, True)
 
     """
 
-    _call = "FixedPointProblem"
+    fn: LayerFn
+    h_star: torch.Tensor
+    inputs: tuple[torch.Tensor, ...]
+    params: Params
+    rtol: float
+    residual: FixedPointResidual
+    module: nn.Module | None
 
     def __init__(
         self,
@@ -152,15 +152,28 @@ class FixedPointProblem:
         params: Mapping[str, torch.Tensor] | None = None,
         *,
         rtol: float | None = None,
+        check: bool = True,
     ) -> None:
-        call = self._call
+        self._build(
+            "FixedPointProblem", fn, h_star, tuple(inputs), dict(params or {}), rtol, check, None
+        )
+
+    def _build(
+        self,
+        call: str,
+        fn: LayerFn,
+        h_star: torch.Tensor,
+        inputs: tuple[torch.Tensor, ...],
+        params: dict[str, torch.Tensor],
+        rtol: float | None,
+        check: bool,
+        module: nn.Module | None,
+    ) -> None:
         h_star = check_tensor(call, "h_star", h_star)
         check_floating(call, "h_star", h_star)
         check_finite(call, "h_star", h_star)
-        inputs = tuple(inputs)
         for i, x in enumerate(inputs):
             check_tensor(call, f"inputs[{i}]", x)
-        params = dict(params or {})
         for name, p in params.items():
             check_tensor(call, f"params[{name!r}]", p)
             check_floating(call, f"params[{name!r}]", p)
@@ -173,23 +186,41 @@ class FixedPointProblem:
         )
         if rtol is not None:
             check_positive(call, "rtol", rtol)
-        self.fn = fn
-        self.h_star = h_star.detach()
-        self.inputs = tuple(x.detach() for x in inputs)
-        self.params: Params = {n: p.detach() for n, p in params.items()}
-        self.rtol = default_fixed_point_rtol(h_star.dtype) if rtol is None else rtol
-        fh = self._evaluate_checked()
-        absolute, relative = relative_residual(self.h_star, fh)
-        self.residual = FixedPointResidual(absolute, relative)
-        if self.residual.max_relative > self.rtol:
+        if not isinstance(check, bool):
+            fail(call, f"check={check!r}; expected True or False.", TypeError)
+        h_star = h_star.detach()
+        inputs = tuple(x.detach() for x in inputs)
+        params = {n: p.detach() for n, p in params.items()}
+        fh = evaluate_map_checked(call, lambda: fn(params, h_star, *inputs), h_star, inputs, "h*")
+        residual = FixedPointResidual(*relative_residual(h_star, fh))
+        rtol = default_fixed_point_rtol(h_star.dtype) if rtol is None else rtol
+        facts = {
+            "fn": fn,
+            "h_star": h_star,
+            "inputs": inputs,
+            "params": params,
+            "rtol": rtol,
+            "residual": residual,
+            "module": module,
+        }
+        self.__dict__.update(facts)
+        if check and residual.max_relative > rtol:
             warnings.warn(
-                f"gradscope.{call}: h* is not a fixed point to rtol={self.rtol:g}: "
-                f"max relative residual ‖F(h*) − h*‖/‖F(h*)‖ = {self.residual.max_relative:.3e}. "
+                f"gradscope.{call}: h* is not a fixed point to rtol={rtol:g}: "
+                f"max relative residual ‖F(h*) − h*‖/‖F(h*)‖ = {residual.max_relative:.3e}. "
                 "Gradients are computed at this h* as given; solve the forward pass more "
-                "tightly (gradscope.find_fixed_point) or pass a larger rtol.",
+                "tightly (gradscope.find_fixed_point), or pass check=False if you know.",
                 FixedPointWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
+
+    def __setattr__(self, name: str, value: object) -> None:
+        fail(
+            "FixedPointProblem",
+            f"cannot set {name!r}: a problem is immutable. Build a new one (for another h*, "
+            "FixedPointProblem.from_module or from_function again).",
+            AttributeError,
+        )
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -200,6 +231,7 @@ class FixedPointProblem:
         *inputs: torch.Tensor,
         params: Iterable[str] | None = None,
         rtol: float | None = None,
+        check: bool = True,
     ) -> FixedPointProblem:
         """Build the problem of a module whose ``forward(h, *inputs)`` returns the next h.
 
@@ -210,6 +242,10 @@ class FixedPointProblem:
             params: names (as ``named_parameters()`` gives them) of the parameters to
                 differentiate; default all that require grad.
             rtol: see :class:`FixedPointProblem`.
+            check: see :class:`FixedPointProblem`.
+
+        Returns:
+            The problem.
 
         Raises:
             TypeError: ``module`` is not an ``nn.Module``.
@@ -225,36 +261,15 @@ class FixedPointProblem:
                 "For a plain function use FixedPointProblem.from_function.",
                 TypeError,
             )
-        named = dict(module.named_parameters())
-        if params is None:
-            chosen = {n: p for n, p in named.items() if p.requires_grad}
-        else:
-            if isinstance(params, str):
-                params = [params]
-            chosen = {}
-            for n in params:
-                if n not in named:
-                    fail(
-                        call,
-                        f"parameter {n!r} does not exist; expected one of {sorted(named)}.",
-                    )
-                if not named[n].requires_grad:
-                    fail(
-                        call,
-                        f"parameter {n!r} does not require grad; expected a trainable "
-                        "parameter. Call .requires_grad_() on it or leave it out of params.",
-                    )
-                chosen[n] = named[n]
+        chosen = _chosen_parameters(call, module, params)
         # Copies, so that a BatchNorm in train mode updates our copy, not the user's stats.
         buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
 
         def fn(p: Params, h: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
             return torch.func.functional_call(module, {**buffers, **p}, (h, *xs))
 
-        problem = cls.__new__(cls)
-        problem._call = call
-        problem.module = module
-        FixedPointProblem.__init__(problem, fn, h_star, inputs, chosen, rtol=rtol)
+        problem = object.__new__(cls)
+        problem._build(call, fn, h_star, inputs, chosen, rtol, check, module)
         return problem
 
     @classmethod
@@ -265,8 +280,15 @@ class FixedPointProblem:
         h_star: torch.Tensor,
         *inputs: torch.Tensor,
         rtol: float | None = None,
+        check: bool = True,
     ) -> FixedPointProblem:
         """Build the problem of a plain function ``fn(params, h, *inputs) -> next h``.
+
+        Returns:
+            The problem.
+
+        Raises:
+            TypeError: ``fn`` is not callable.
 
         Example:
             >>> import torch, gradscope as gs
@@ -278,27 +300,14 @@ class FixedPointProblem:
             ['W']
 
         """
+        call = "FixedPointProblem.from_function"
         if not callable(fn):
-            fail(
-                "FixedPointProblem.from_function",
-                f"fn is a {type(fn).__name__}; expected a callable.",
-                TypeError,
-            )
-        problem = cls.__new__(cls)
-        problem._call = "FixedPointProblem.from_function"
-        FixedPointProblem.__init__(problem, fn, h_star, inputs, params, rtol=rtol)
+            fail(call, f"fn is a {type(fn).__name__}; expected a callable.", TypeError)
+        problem = object.__new__(cls)
+        problem._build(call, fn, h_star, inputs, dict(params), rtol, check, None)
         return problem
 
     # ------------------------------------------------------------------ evaluation
-    def _evaluate_checked(self) -> torch.Tensor:
-        return evaluate_map_checked(
-            self._call,
-            lambda: self.fn(self.params, self.h_star, *self.inputs),
-            self.h_star,
-            self.inputs,
-            "h*",
-        )
-
     def __call__(
         self,
         h: torch.Tensor,
@@ -313,6 +322,11 @@ class FixedPointProblem:
         )
 
     # ------------------------------------------------------------------ facts
+    @property
+    def converged(self) -> bool:
+        """Whether h* is a fixed point to :attr:`rtol` (max relative residual ≤ rtol)."""
+        return self.residual.max_relative <= self.rtol
+
     @property
     def param_names(self) -> list[str]:
         """Names of the differentiated parameters, in ``named_parameters()`` order."""
@@ -354,24 +368,17 @@ class FixedPointProblem:
     def samples_independent(self) -> bool:
         """Whether the samples of a batched h* are independent (J block-diagonal).
 
-        Checked with one VJP: a random cotangent on sample 0 alone must give a VJP that
-        is zero on every other sample. BatchNorm in train mode, attention across the
-        batch and similar layers couple samples; per-sample solvers then refuse to run.
+        Decided once, with two VJPs (:func:`gradscope.layout.samples_independent`);
+        every operator of this problem carries the answer. BatchNorm in train mode,
+        attention across the batch and similar layers couple samples.
         """
-        if not self.batched or self.h_star.shape[0] == 1:
-            return True
         lin = self.linearization
-        generator = torch.Generator(device=self.device).manual_seed(0)
-        probe = torch.zeros_like(self.h_star)
-        probe[0] = torch.randn(
-            probe[0].shape, generator=generator, dtype=self.dtype, device=self.device
-        )
-        (vjp,) = torch.autograd.grad(lin.output, lin.h, probe, retain_graph=True, allow_unused=True)
-        if vjp is None:
-            return True
-        leak = torch.linalg.vector_norm(vjp[1:])
-        scale = torch.linalg.vector_norm(vjp[0]) + torch.linalg.vector_norm(probe)
-        return bool(leak <= 1e-10 * scale)
+
+        def vjp(v: torch.Tensor) -> torch.Tensor:
+            (out,) = torch.autograd.grad(lin.output, lin.h, v, retain_graph=True, allow_unused=True)
+            return torch.zeros_like(v) if out is None else out
+
+        return samples_independent(vjp, self.h_star)
 
     def __repr__(self) -> str:
         n_params = sum(p.numel() for p in self.params.values())
@@ -380,6 +387,29 @@ class FixedPointProblem:
             f"device={self.device}, params={len(self.params)} tensors / {n_params} values, "
             f"inputs={len(self.inputs)}, residual={self.residual.max_relative:.2e})"
         )
+
+
+def _chosen_parameters(
+    call: str, module: nn.Module, params: Iterable[str] | None
+) -> dict[str, torch.Tensor]:
+    """The parameters of ``module`` to differentiate: those named, or all trainable."""
+    named = dict(module.named_parameters())
+    if params is None:
+        return {n: p for n, p in named.items() if p.requires_grad}
+    if isinstance(params, str):
+        params = [params]
+    chosen = {}
+    for n in params:
+        if n not in named:
+            fail(call, f"parameter {n!r} does not exist; expected one of {sorted(named)}.")
+        if not named[n].requires_grad:
+            fail(
+                call,
+                f"parameter {n!r} does not require grad; expected a trainable "
+                "parameter. Call .requires_grad_() on it or leave it out of params.",
+            )
+        chosen[n] = named[n]
+    return chosen
 
 
 def check_problem(call: str, problem: object) -> FixedPointProblem:

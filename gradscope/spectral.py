@@ -3,7 +3,7 @@ r"""Spectral estimates of the Jacobian at the equilibrium: ρ(J), ‖J‖₂, σ
 These numbers decide which gradient estimator can work (THEORY.md §2, §5):
 
 * ``ρ(J) < 1`` makes fixed-point iteration and the undamped Neumann series converge;
-  the eigenvalues μ of J give the admissible damping (:func:`gradscope.damping_limit`);
+  the eigenvalues μ of J give the admissible damping (:func:`gradscope.theory.damping_limit`);
 * ``‖J‖₂`` bounds ``‖B_λ^k‖₂ ≤ (1 − λ(1 − ‖J‖₂))^k``;
 * ``σ_min(I − J)`` is the distance of the adjoint system to singularity (``1/σ_min`` is
   the amplification of errors in ``(I − Jᵀ)u = g``);
@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ._checks import check_damping, check_positive, check_steps, fail
-from .operators import JacobianOperators
+from .operators import Counted, LinearOperator, damped, jacobian_transpose
 from .problem import FixedPointProblem, check_problem
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "ScipyEigs",
     "SpectralEstimate",
     "damped_power_norm",
-    "power_method_radius",
     "smallest_singular_value",
     "spectral_norm",
     "spectral_radius",
@@ -225,6 +224,42 @@ class SpectralEstimate:
 
 
 # ---------------------------------------------------------------------- plumbing
+class _JacobianProducts:
+    """``Jᵀ`` and ``J`` at h*, counted, with the maps the spectral quantities need."""
+
+    def __init__(self, problem: FixedPointProblem) -> None:
+        self.JT: Counted = Counted(jacobian_transpose(problem))
+        self.J: LinearOperator = self.JT.T
+
+    @property
+    def vjps(self) -> int:
+        """VJPs taken so far."""
+        return self.JT.count
+
+    @property
+    def jvps(self) -> int:
+        """JVPs taken so far."""
+        return self.J.count  # type: ignore[attr-defined]
+
+    @property
+    def identity_minus_J(self) -> LinearOperator:
+        """``I − J``."""
+        return self.J.identity() - self.J
+
+    @property
+    def adjoint(self) -> LinearOperator:
+        """``I − Jᵀ``."""
+        return self.JT.identity() - self.JT
+
+    def damped(self, lam: float) -> LinearOperator:
+        """``B_λ``."""
+        return damped(self.J, lam)
+
+    def damped_T(self, lam: float) -> LinearOperator:
+        """``B_λᵀ``."""
+        return damped(self.JT, lam)
+
+
 class _Layout:
     """Flat ``(samples, n)`` views of state-shaped vectors (one row if samples couple)."""
 
@@ -447,7 +482,7 @@ def spectral_radius(
 
     Returns:
         A :class:`SpectralEstimate` with ``eigenvalues`` (leading Ritz values, complex)
-        and ``ritz_values`` (all of them, for :func:`gradscope.damping_limit`).
+        and ``ritz_values`` (all of them, for :func:`gradscope.theory.damping_limit`).
 
     Raises:
         TypeError: ``problem`` or ``method`` of the wrong type.
@@ -466,7 +501,7 @@ def spectral_radius(
     method = Arnoldi() if method is None else method
     _check_method(call, method, (Arnoldi, PowerIteration, ScipyEigs, DenseSpectrum))
     layout = _Layout(problem)
-    ops = JacobianOperators(problem)
+    ops = _JacobianProducts(problem)
     start = time.perf_counter()
     if isinstance(method, DenseSpectrum):
         vals = _sort_by_modulus(torch.linalg.eigvals(_dense_blocks(ops.JT, layout)))
@@ -501,7 +536,7 @@ def _radius_result(method, leading, ritz, residual, matvecs, converged, steps, s
     )
 
 
-def _power_radius(ops: JacobianOperators, layout: _Layout, method: PowerIteration, start: float):
+def _power_radius(ops: _JacobianProducts, layout: _Layout, method: PowerIteration, start: float):
     # TorchDEQ's power_method: v ← Jᵀv/‖Jᵀv‖, estimate |vᵀJᵀv| / vᵀv per sample.
     apply = layout.wrap(ops.JT)
     v = layout.start(method.seed)
@@ -533,7 +568,7 @@ def _power_radius(ops: JacobianOperators, layout: _Layout, method: PowerIteratio
     )
 
 
-def _scipy_radius(ops: JacobianOperators, layout: _Layout, method: ScipyEigs, start: float):
+def _scipy_radius(ops: _JacobianProducts, layout: _Layout, method: ScipyEigs, start: float):
     from scipy.sparse.linalg import LinearOperator, eigs
 
     apply = layout.wrap(ops.JT)
@@ -572,34 +607,13 @@ def _scipy_radius(ops: JacobianOperators, layout: _Layout, method: ScipyEigs, st
     return _radius_result(method, vals_t, vals_t, residual, max(counts), True, max(counts), start)
 
 
-def power_method_radius(
-    problem: FixedPointProblem, steps: int = 100, seed: int = 0
-) -> SpectralEstimate:
-    """ρ(J) by the peers' power method: ``spectral_radius(problem, PowerIteration(steps))``.
-
-    TorchDEQ's ``power_method`` (100 steps of ``v ← Jᵀv/‖Jᵀv‖``, estimate ``|vᵀJᵀv|``)
-    for comparison with :func:`spectral_radius`: it is biased when the leading
-    eigenvalues are complex or close in modulus.
-
-    Example:
-        >>> import torch, gradscope as gs
-        >>> W = torch.diag(torch.tensor([0.9, 0.5], dtype=torch.float64))
-        >>> problem = gs.FixedPointProblem.from_function(
-        ...     lambda p, h: p["W"] @ h, {"W": W}, torch.zeros(2, dtype=torch.float64))
-        >>> round(gs.power_method_radius(problem).value, 6)
-        0.9
-
-    """
-    return spectral_radius(problem, PowerIteration(steps=steps, seed=seed))
-
-
 def _singular(
     call: str,
     quantity: str,
     problem: FixedPointProblem,
     method: NormMethod | None,
-    forward: Callable[[JacobianOperators], Callable],
-    backward: Callable[[JacobianOperators], Callable],
+    forward: Callable[[_JacobianProducts], Callable],
+    backward: Callable[[_JacobianProducts], Callable],
     dense: Callable[[torch.Tensor], torch.Tensor],
     which: str,
 ) -> SpectralEstimate:
@@ -607,7 +621,7 @@ def _singular(
     method = Lanczos() if method is None else method
     _check_method(call, method, (Lanczos, DenseSpectrum))
     layout = _Layout(problem)
-    ops = JacobianOperators(problem)
+    ops = _JacobianProducts(problem)
     start = time.perf_counter()
     if isinstance(method, DenseSpectrum):
         A = dense(_dense_blocks(ops.J, layout))
@@ -653,7 +667,7 @@ def spectral_norm(problem: FixedPointProblem, method: NormMethod | None = None) 
         >>> W = torch.tensor([[0.5, 1.0], [0.0, 0.5]], dtype=torch.float64)
         >>> problem = gs.FixedPointProblem.from_function(
         ...     lambda p, h: p["W"] @ h, {"W": W}, torch.zeros(2, dtype=torch.float64))
-        >>> est = gs.spectral_norm(problem)
+        >>> est = gs.spectral.spectral_norm(problem)
         >>> abs(est.value - float(torch.linalg.matrix_norm(W, 2))) < 1e-10
         True
 
@@ -693,7 +707,7 @@ def smallest_singular_value(
         >>> W = torch.diag(torch.tensor([0.9, -0.5], dtype=torch.float64))
         >>> problem = gs.FixedPointProblem.from_function(
         ...     lambda p, h: p["W"] @ h, {"W": W}, torch.zeros(2, dtype=torch.float64))
-        >>> round(gs.smallest_singular_value(problem).value, 10)
+        >>> round(gs.spectral.smallest_singular_value(problem).value, 10)
         0.1
 
     """
@@ -739,7 +753,7 @@ def damped_power_norm(
         >>> W = torch.diag(torch.tensor([0.6, -0.2], dtype=torch.float64))
         >>> problem = gs.FixedPointProblem.from_function(
         ...     lambda p, h: p["W"] @ h, {"W": W}, torch.zeros(2, dtype=torch.float64))
-        >>> round(gs.damped_power_norm(problem, 0.5, 2).value, 10)  # (1 − 0.5·0.4)²
+        >>> round(gs.spectral.damped_power_norm(problem, 0.5, 2).value, 10)  # (1 − 0.5·0.4)²
         0.64
 
     """
@@ -756,10 +770,10 @@ def damped_power_norm(
 
         return power
 
-    def forward(ops: JacobianOperators) -> Callable:
+    def forward(ops: _JacobianProducts) -> Callable:
         return kth_power(ops.damped(lam))
 
-    def backward(ops: JacobianOperators) -> Callable:
+    def backward(ops: _JacobianProducts) -> Callable:
         return kth_power(ops.damped_T(lam))
 
     def dense(J: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,6 @@ ablation, Geng et al. 2021 Fig. 3, asks the same question of accuracy after trai
 from __future__ import annotations
 
 import csv
-import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ import torch
 
 from ._checks import check_damping, check_steps, fail
 from .estimators import Exact, GradientEstimate, Neumann, Unrolled, estimate_gradient
-from .exceptions import ConvergenceWarning
+from .estimators.estimate import run_estimator
 from .metrics import compare
 from .problem import FixedPointProblem
 
@@ -31,7 +30,7 @@ class SweepResult:
     """Rows of a (method, k, λ) sweep; one row per cell of the grid.
 
     Each row has ``method`` (``"Unrolled"`` or ``"Neumann"``), ``steps``, ``damping``,
-    the :class:`~gradscope.Agreement` numbers (``cosine``, ``relative_error``,
+    the :class:`~gradscope.metrics.Agreement` numbers (``cosine``, ``relative_error``,
     ``absolute_error``, ``inner``, ``norm_ratio``), ``ascent``, ``vjps``, ``seconds`` and
     ``warning`` (the :class:`~gradscope.ConvergenceWarning` of that cell, if any: a
     diverging Neumann series).
@@ -112,7 +111,7 @@ def sweep(
         >>> x = torch.ones(2, dtype=torch.float64)
         >>> fp = gs.find_fixed_point(lambda h, x: fn(p, h, x), x, h0=0 * x, rtol=1e-13)
         >>> problem = gs.FixedPointProblem.from_function(fn, p, fp.value, x)
-        >>> result = gs.sweep(problem, torch.ones(2, dtype=torch.float64), steps=[1, 5], dampings=[0.5, 1.0])
+        >>> result = gs.sweeps.sweep(problem, torch.ones(2, dtype=torch.float64), steps=[1, 5], dampings=[0.5, 1.0])
         >>> len(result.rows), result.best("relative_error")["steps"]
         (8, 5)
 
@@ -138,17 +137,13 @@ def sweep(
             for lam in dampings:
                 # A diverging series in one cell is a finding of the sweep: recorded in
                 # the row's "warning" column rather than warned once per cell.
-                with warnings.catch_warnings(record=True) as caught:
-                    warnings.simplefilter("always", ConvergenceWarning)
-                    estimate = estimate_gradient(problem, cotangent, method(k, float(lam)))
+                estimate = run_estimator(problem, cotangent, method(k, float(lam)), call="sweep")
                 c = compare(estimate, reference)
                 row = {"method": method.__name__, "steps": k, "damping": float(lam)}
                 row.update({m: getattr(c, m) for m in METRICS})
                 row["ascent"] = c.ascent
                 row["vjps"] = estimate.cost.vjps if estimate.cost else None
                 row["seconds"] = estimate.cost.seconds if estimate.cost else None
-                row["warning"] = "; ".join(
-                    str(w.message) for w in caught if issubclass(w.category, ConvergenceWarning)
-                )
+                row["warning"] = "" if estimate.status.ok else estimate.failure_message("sweep")
                 result.rows.append(row)
     return result

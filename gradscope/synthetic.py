@@ -1,12 +1,12 @@
 r"""Small models and data for tests and demos: a tanh cell with a controlled Jacobian and a digits DEQ.
 
-* :class:`~gradscope.TanhCell` — ``F(h, x) = tanh(W h + x)`` with ``‖W‖₂`` set on construction, so
+* :class:`~gradscope.synthetic.TanhCell` — ``F(h, x) = tanh(W h + x)`` with ``‖W‖₂`` set on construction, so
   ``‖J‖₂ = ‖diag(1 − tanh²) W‖₂ ≤ ‖W‖₂``: a spectral norm below 1 makes F a contraction
   (THEORY.md §2), above 1 allows ``ρ(J) ≥ 1``.
-* :func:`~gradscope.load_digits_tensors` — scikit-learn's 1797 real 8×8 digit images, standardized,
+* :func:`~gradscope.synthetic.load_digits_tensors` — scikit-learn's 1797 real 8×8 digit images, standardized,
   split with a seed (scikit-learn is the optional ``data`` extra).
-* :class:`~gradscope.DigitsDEQ` — input projection → :class:`~gradscope.ImplicitLayer` with a
-  :class:`~gradscope.TanhCell` → linear head; trains in seconds on two CPU cores.
+* :class:`~gradscope.synthetic.DigitsDEQ` — input projection → :class:`~gradscope.ImplicitLayer` with a
+  :class:`~gradscope.synthetic.TanhCell` → linear head; trains in seconds on two CPU cores.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ class TanhCell(nn.Module):
 
     Example:
         >>> import torch, gradscope as gs
-        >>> cell = gs.TanhCell(8, spectral_norm=0.5)
+        >>> cell = gs.synthetic.TanhCell(8, spectral_norm=0.5)
         >>> round(float(torch.linalg.matrix_norm(cell.W.weight.detach(), ord=2)), 6)
         0.5
 
@@ -94,7 +94,7 @@ def load_digits_tensors(
 
     Example:
         >>> import gradscope as gs
-        >>> data = gs.load_digits_tensors(seed=0)
+        >>> data = gs.synthetic.load_digits_tensors(seed=0)
         >>> tuple(data.x_train.shape), int(data.y_train.max())
         ((1348, 64), 9)
 
@@ -103,7 +103,7 @@ def load_digits_tensors(
         from sklearn.datasets import load_digits
     except ImportError as error:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "gradscope.load_digits_tensors: scikit-learn is not installed; expected it for the "
+            "gradscope.synthetic.load_digits_tensors: scikit-learn is not installed; expected it for the "
             "digits data. Install it with `pip install gradscope[data]` (or scikit-learn)."
         ) from error
     if not 0.0 < test_fraction < 1.0:
@@ -131,7 +131,7 @@ class DigitsDEQ(nn.Module):
     Args:
         width: state width d of the implicit layer.
         estimator: the layer's backward (default ``Neumann(5, 0.5)``).
-        solver: the layer's :class:`~gradscope.ForwardSolver` (default Anderson, rtol 1e-4).
+        solver: the layer's :class:`~gradscope.layers.ForwardSolver` (default Anderson, rtol 1e-4).
         spectral_norm: initial ``‖W‖₂`` of the cell.
         n_in: input features (64 for digits).
         classes: number of classes.
@@ -144,7 +144,7 @@ class DigitsDEQ(nn.Module):
     Example:
         >>> import torch, gradscope as gs
         >>> _ = torch.manual_seed(0)
-        >>> model = gs.DigitsDEQ(width=16)
+        >>> model = gs.synthetic.DigitsDEQ(width=16)
         >>> model(torch.randn(5, 64)).shape
         torch.Size([5, 10])
 
@@ -182,7 +182,7 @@ def random_tanh_problem(
 
     Example:
         >>> import gradscope as gs
-        >>> problem = gs.random_tanh_problem(8, batch=2, scale=0.5)
+        >>> problem = gs.synthetic.random_tanh_problem(8, batch=2, scale=0.5)
         >>> problem.h_star.shape, problem.residual.max_relative < 1e-12
         (torch.Size([2, 8]), True)
 

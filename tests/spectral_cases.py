@@ -100,4 +100,4 @@ def linear_problem(W: torch.Tensor, seed: int = 0) -> gs.FixedPointProblem:
 
 def tanh_problem(d: int, n: int, batch: int, scale: float, seed: int = 0) -> gs.FixedPointProblem:
     """``F(h) = tanh(W h + U x + b)`` with W ~ N(0, scale²/d), solved to rtol 1e-12."""
-    return gs.random_tanh_problem(d, n, batch, scale, seed)
+    return gs.synthetic.random_tanh_problem(d, n, batch, scale, seed)

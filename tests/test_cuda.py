@@ -13,11 +13,11 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device"
 @pytest.mark.parametrize(
     "solver",
     [
-        gs.GMRES(rtol=1e-11),
-        gs.GMRES(rtol=1e-11, per_sample=False, restart=5),
-        gs.BiCGSTAB(rtol=1e-11),
-        gs.FixedPointIteration(rtol=1e-11),
-        gs.Dense(),
+        gs.solvers.GMRES(rtol=1e-11),
+        gs.solvers.GMRES(rtol=1e-11, per_sample=False, restart=5),
+        gs.solvers.BiCGSTAB(rtol=1e-11),
+        gs.solvers.FixedPointIteration(rtol=1e-11),
+        gs.solvers.Dense(),
     ],
     ids=lambda s: type(s).__name__,
 )
@@ -56,7 +56,7 @@ def test_phantoms_and_theory_on_cuda(estimator):
     gpu = gs.estimate_gradient(on_gpu, g.to(dev), estimator)
     assert (
         gs.compare(
-            gs.GradientEstimate.from_grads({n: v.cpu() for n, v in gpu.grads.items()}), cpu
+            gs.estimators.GradientEstimate.from_grads({n: v.cpu() for n, v in gpu.grads.items()}), cpu
         ).relative_error
         < 1e-12
     )
@@ -82,10 +82,10 @@ def test_float32_forward_and_adjoint_on_cuda_reach_the_dtype_tolerance():
 @cuda
 def test_a_monitored_cuda_step_leaves_the_cuda_rng_and_the_gradient_alone():
     torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.TanhCell(16, 0.8).cuda(), gs.Neumann(5, 0.5))
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(16, 0.8).cuda(), gs.Neumann(5, 0.5))
     draws = []
     monitor = gs.GradientMonitor(
-        schedule=gs.Every(1),
+        schedule=gs.monitor.Every(1),
         extra=lambda *_: {"draw": draws.append(torch.rand((), device="cuda")) or 0.0},
     )
     monitor.attach(layer)

@@ -30,11 +30,11 @@ def _worker(rank: int, world: int, folder: str) -> None:
         timeout=datetime.timedelta(seconds=60),
     )
     torch.manual_seed(0)  # same initial model on every rank
-    model = gs.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
+    model = gs.synthetic.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
     monitor = gs.GradientMonitor(
         estimators=[gs.OneStep()],
-        schedule=gs.Every(2),
-        sinks=[gs.CSVSink(os.path.join(folder, f"records_rank{rank}.csv"))],
+        schedule=gs.monitor.Every(2),
+        sinks=[gs.monitor.CSVSink(os.path.join(folder, f"records_rank{rank}.csv"))],
     )
     monitor.attach(model.layer, name="deq")
     ddp = nn.parallel.DistributedDataParallel(model)

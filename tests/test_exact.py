@@ -20,10 +20,10 @@ def closed_form(cell: LinearCell, x: torch.Tensor, g: torch.Tensor):
 @pytest.mark.parametrize(
     ("solver", "tol"),
     [
-        (gs.Dense(), 1e-10),
-        (gs.GMRES(rtol=1e-12), 1e-8),
-        (gs.BiCGSTAB(rtol=1e-12), 1e-8),
-        (gs.GMRES(rtol=1e-12, per_sample=False), 1e-8),
+        (gs.solvers.Dense(), 1e-10),
+        (gs.solvers.GMRES(rtol=1e-12), 1e-8),
+        (gs.solvers.BiCGSTAB(rtol=1e-12), 1e-8),
+        (gs.solvers.GMRES(rtol=1e-12, per_sample=False), 1e-8),
     ],
     ids=["dense", "gmres", "bicgstab", "gmres-whole"],
 )
@@ -45,7 +45,7 @@ def test_fixed_point_iteration_closed_form_at_moderate_rho():
     x, g = randn(5, 3, seed=1), randn(5, 10, seed=2)
     problem = gs.FixedPointProblem.from_module(cell, cell.equilibrium(x), x)
     est = gs.estimate_gradient(
-        problem, g, gs.Exact(gs.FixedPointIteration(rtol=1e-12, max_steps=2000))
+        problem, g, gs.Exact(gs.solvers.FixedPointIteration(rtol=1e-12, max_steps=2000))
     )
     ref, _ = closed_form(cell, x, g)
     assert torch.allclose(est.grads["W"], ref["W"], rtol=1e-8, atol=1e-8 * ref["W"].abs().max())
@@ -79,7 +79,7 @@ def test_central_finite_differences_resolving_the_fixed_point(make_cell):
     x = randn(3, 4, seed=1)
     problem = solved_problem(cell, x, rtol=1e-14)
     g = randn(*problem.h_star.shape, seed=2)
-    est = gs.estimate_gradient(problem, g, gs.Exact(gs.GMRES(rtol=1e-13)))
+    est = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.GMRES(rtol=1e-13)))
     names = problem.param_names
     shapes = [tuple(problem.params[n].shape) for n in names]
     theta = torch.cat([problem.params[n].reshape(-1) for n in names])
@@ -110,7 +110,7 @@ def test_differentiating_through_a_long_unrolled_solve_agrees():
     x = randn(3, 4)
     problem = solved_problem(cell, x)
     g = randn(3, 6, seed=4)
-    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.GMRES(rtol=1e-13)))
+    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.GMRES(rtol=1e-13)))
     unrolled = gs.estimate_gradient(problem, g, gs.Unrolled(steps=300, damping=1.0))
     assert gs.compare(unrolled, exact).relative_error < 1e-10
 

@@ -6,7 +6,7 @@ import gradscope as gs
 
 
 @pytest.mark.parametrize(
-    "method", [gs.Anderson(), gs.Anderson(memory=3, mixing=0.8), gs.Picard(), gs.Picard(0.5)]
+    "method", [gs.fixed_point.Anderson(), gs.fixed_point.Anderson(memory=3, mixing=0.8), gs.fixed_point.Picard(), gs.fixed_point.Picard(0.5)]
 )
 @pytest.mark.parametrize("per_sample", [True, False])
 def test_converges_to_closed_form(method, per_sample):
@@ -32,7 +32,7 @@ def test_anderson_beats_picard_near_rho_one():
     x = randn(4, 3)
     h0 = torch.zeros(4, 8, dtype=DT)
     a = gs.find_fixed_point(cell, x, h0=h0, rtol=1e-10, max_steps=3000)
-    p = gs.find_fixed_point(cell, x, h0=h0, rtol=1e-10, max_steps=3000, method=gs.Picard())
+    p = gs.find_fixed_point(cell, x, h0=h0, rtol=1e-10, max_steps=3000, method=gs.fixed_point.Picard())
     assert a.converged and p.converged
     assert a.steps < p.steps / 3
 
@@ -52,17 +52,17 @@ def test_uninferable_shape_and_bad_arguments():
         gs.find_fixed_point(lambda h: h, h0=torch.zeros(2), rtol=-1.0)
     with pytest.raises(ValueError, match="max_steps"):
         gs.find_fixed_point(lambda h: h, h0=torch.zeros(2), max_steps=0)
-    with pytest.raises(TypeError, match="expected gradscope.Anderson"):
+    with pytest.raises(TypeError, match="expected gradscope.fixed_point.Anderson"):
         gs.find_fixed_point(lambda h: h, h0=torch.zeros(2), method="anderson")
     with pytest.raises(ValueError, match="damping"):
-        gs.Picard(damping=1.5)
+        gs.fixed_point.Picard(damping=1.5)
     with pytest.raises(ValueError, match="memory"):
-        gs.Anderson(memory=0)
+        gs.fixed_point.Anderson(memory=0)
     with pytest.raises(TypeError, match="floating"):
         gs.find_fixed_point(lambda h: h, h0=torch.zeros(2, dtype=torch.int64))
 
 
-@pytest.mark.parametrize("method", [gs.Anderson(), gs.Picard(0.5)], ids=["Anderson", "Picard"])
+@pytest.mark.parametrize("method", [gs.fixed_point.Anderson(), gs.fixed_point.Picard(0.5)], ids=["Anderson", "Picard"])
 def test_mismatched_state_and_model_are_explained(method):
     cell, x = TanhCell(d=5, n=4), randn(3, 4)
     with pytest.raises(
@@ -80,11 +80,11 @@ def test_mismatched_state_and_model_are_explained(method):
 def test_divergent_map_warns_or_raises_and_keeps_best_finite_iterate():
     f = lambda h: 3.0 * h + 1.0
     with pytest.warns(gs.ConvergenceWarning, match="not converged"):
-        fp = gs.find_fixed_point(f, h0=torch.zeros(3, dtype=DT), method=gs.Picard(), max_steps=50)
+        fp = gs.find_fixed_point(f, h0=torch.zeros(3, dtype=DT), method=gs.fixed_point.Picard(), max_steps=50)
     assert not fp.converged and torch.isfinite(fp.value).all()
     with pytest.raises(gs.ConvergenceError):
         gs.find_fixed_point(
-            f, h0=torch.zeros(3, dtype=DT), method=gs.Picard(), max_steps=50, strict=True
+            f, h0=torch.zeros(3, dtype=DT), method=gs.fixed_point.Picard(), max_steps=50, strict=True
         )
 
 
@@ -92,6 +92,6 @@ def test_damping_rescues_a_map_with_negative_eigenvalue():
     # μ = −3 (THEORY.md §5): damped iteration converges for λ < 0.5 only.
     f = lambda h: -3.0 * h + 1.0
     fp = gs.find_fixed_point(
-        f, h0=torch.zeros(2, dtype=DT), method=gs.Picard(0.4), rtol=1e-12, max_steps=500
+        f, h0=torch.zeros(2, dtype=DT), method=gs.fixed_point.Picard(0.4), rtol=1e-12, max_steps=500
     )
     assert fp.converged and torch.allclose(fp.value, torch.full((2,), 0.25, dtype=DT))

@@ -38,7 +38,7 @@ def test_multiscale_cell_is_a_well_posed_per_sample_deq():
     assert fp.converged
     problem = gs.FixedPointProblem.from_module(model.cell, fp.value, x)
     assert problem.samples_independent  # group norm is per sample
-    exact = gs.estimate_gradient(problem, torch.randn_like(x), gs.Exact(gs.GMRES(rtol=1e-8)))
+    exact = gs.estimate_gradient(problem, torch.randn_like(x), gs.Exact(gs.solvers.GMRES(rtol=1e-8)))
     assert exact.solution.converged
 
 

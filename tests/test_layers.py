@@ -13,15 +13,15 @@ F64 = torch.float64
 
 def _setup(seed: int = 0, d: int = 6, batch: int = 4):
     torch.manual_seed(seed)
-    cell = gs.TanhCell(d, spectral_norm=0.9).double()
+    cell = gs.synthetic.TanhCell(d, spectral_norm=0.9).double()
     x = torch.randn(batch, d, dtype=F64, requires_grad=True)
     g = torch.randn(batch, d, dtype=F64)
     return cell, x, g
 
 
 ESTIMATORS = [
-    gs.Exact(gs.Dense()),
-    gs.Exact(gs.GMRES(rtol=1e-12)),
+    gs.Exact(gs.solvers.Dense()),
+    gs.Exact(gs.solvers.GMRES(rtol=1e-12)),
     gs.Neumann(5, 0.5),
     gs.Neumann(3, 1.0),
     gs.Unrolled(5, 0.5),
@@ -33,7 +33,7 @@ ESTIMATORS = [
 @pytest.mark.parametrize("estimator", ESTIMATORS, ids=lambda e: e.name)
 def test_layer_gradient_equals_library_estimator(estimator):
     cell, x, g = _setup()
-    layer = gs.ImplicitLayer(cell, estimator, gs.ForwardSolver(rtol=1e-13, max_steps=200))
+    layer = gs.ImplicitLayer(cell, estimator, gs.layers.ForwardSolver(rtol=1e-13, max_steps=200))
     out = layer(x, h0=torch.zeros_like(x))
     out.backward(g)
     assert layer.last_forward.converged
@@ -63,7 +63,7 @@ def test_layer_exact_gradient_matches_closed_form_of_a_linear_cell():
 
     x = torch.randn(d, dtype=F64, requires_grad=True)
     g = torch.randn(d, dtype=F64)
-    layer = gs.ImplicitLayer(Affine(), gs.Exact(gs.GMRES(rtol=1e-13)), gs.ForwardSolver(rtol=1e-14))
+    layer = gs.ImplicitLayer(Affine(), gs.Exact(gs.solvers.GMRES(rtol=1e-13)), gs.layers.ForwardSolver(rtol=1e-14))
     layer(x, h0=torch.zeros(d, dtype=F64)).backward(g)
     eye = torch.eye(d, dtype=F64)
     W = cell.weight.detach()
@@ -93,15 +93,16 @@ def test_exact_backward_of_a_cell_coupling_the_samples():
     g = torch.randn(6, 5, dtype=F64)
     layer = gs.ImplicitLayer(
         cell,
-        gs.Exact(gs.GMRES(rtol=1e-12)),
-        gs.ForwardSolver(rtol=1e-13, max_steps=300, per_sample=False),  # coupled: one Anderson
+        gs.Exact(gs.solvers.GMRES(rtol=1e-12)),
+        gs.layers.ForwardSolver(rtol=1e-13, max_steps=300, per_sample=False),  # coupled: one Anderson
     )
     layer(x, h0=torch.zeros_like(x)).backward(g)
     assert layer.last_forward.converged
-    assert layer._samples_independent is False  # probed: a per-sample solve would be wrong
+    # probed: a per-sample solve would be wrong, so the solve ran on the whole batch
+    assert layer.last_backward.solution.residual_per_sample.numel() == 1
     problem = gs.FixedPointProblem.from_module(cell, layer.last_forward.value, x.detach())
     assert not problem.samples_independent
-    dense = gs.estimate_gradient(problem, g, gs.Exact(gs.Dense(per_sample=False)))
+    dense = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.Dense(per_sample=False)))
     for name, p in cell.named_parameters():
         torch.testing.assert_close(p.grad, dense.grads[name], rtol=1e-9, atol=1e-11)
     torch.testing.assert_close(x.grad, dense.input_grads[0], rtol=1e-9, atol=1e-11)
@@ -109,7 +110,7 @@ def test_exact_backward_of_a_cell_coupling_the_samples():
 
 def _graph_bytes(estimator, d=32, batch=16):
     torch.manual_seed(0)
-    cell = gs.TanhCell(d, 0.8)
+    cell = gs.synthetic.TanhCell(d, 0.8)
     layer = gs.ImplicitLayer(cell, estimator)
     x = torch.randn(batch, d)
     meter = GraphMeter()
@@ -129,7 +130,7 @@ def test_neumann_memory_is_one_graph_unrolled_grows():
 
 def test_no_grad_returns_the_equilibrium_and_stats_are_recorded():
     cell, x, _ = _setup()
-    layer = gs.ImplicitLayer(cell, gs.Neumann(4, 0.5), gs.ForwardSolver(rtol=1e-10))
+    layer = gs.ImplicitLayer(cell, gs.Neumann(4, 0.5), gs.layers.ForwardSolver(rtol=1e-10))
     with torch.no_grad():
         h = layer(x, h0=torch.zeros_like(x))
     assert not h.requires_grad
@@ -142,8 +143,8 @@ def test_no_grad_returns_the_equilibrium_and_stats_are_recorded():
 
 def test_float32_exact_backward_reports_its_solve():
     torch.manual_seed(0)
-    cell = gs.TanhCell(8, 0.8)
-    layer = gs.ImplicitLayer(cell, gs.Exact(gs.GMRES(rtol=1e-5)))
+    cell = gs.synthetic.TanhCell(8, 0.8)
+    layer = gs.ImplicitLayer(cell, gs.Exact(gs.solvers.GMRES(rtol=1e-5)))
     x = torch.randn(3, 8)
     layer(x, h0=torch.zeros_like(x)).square().sum().backward()
     solution = layer.last_backward.solution
@@ -164,7 +165,7 @@ def test_exact_backward_failure_warns_and_is_recorded():
             return h @ self.W.T + x
 
     layer = gs.ImplicitLayer(
-        Linear(), gs.Exact(gs.FixedPointIteration(max_steps=20)), gs.ForwardSolver(rtol=1e-12)
+        Linear(), gs.Exact(gs.solvers.FixedPointIteration(max_steps=20)), gs.layers.ForwardSolver(rtol=1e-12)
     )
     x = torch.randn(2, d, dtype=F64)
     out = layer(x, h0=torch.zeros_like(x))
@@ -177,15 +178,15 @@ def test_bad_arguments_raise_with_the_fix():
     with pytest.raises(TypeError, match=r"gradscope\.ImplicitLayer: cell"):
         gs.ImplicitLayer(lambda h: h)
     with pytest.raises(TypeError, match="estimator"):
-        gs.ImplicitLayer(gs.TanhCell(2), estimator="neumann")
+        gs.ImplicitLayer(gs.synthetic.TanhCell(2), estimator="neumann")
     with pytest.raises(ValueError, match="rtol"):
-        gs.ForwardSolver(rtol=0.0)
+        gs.layers.ForwardSolver(rtol=0.0)
 
 
 def _train(estimator, steps=40, seed=0):
-    data = gs.load_digits_tensors(seed=0)
+    data = gs.synthetic.load_digits_tensors(seed=0)
     torch.manual_seed(seed)
-    model = gs.DigitsDEQ(width=32, estimator=estimator)
+    model = gs.synthetic.DigitsDEQ(width=32, estimator=estimator)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(steps):
@@ -201,7 +202,7 @@ def _train(estimator, steps=40, seed=0):
 
 
 @pytest.mark.parametrize(
-    "estimator", [gs.Neumann(5, 0.5), gs.Exact(gs.GMRES(rtol=1e-5))], ids=lambda e: e.name
+    "estimator", [gs.Neumann(5, 0.5), gs.Exact(gs.solvers.GMRES(rtol=1e-5))], ids=lambda e: e.name
 )
 def test_training_on_digits_reduces_the_loss(estimator):
     pytest.importorskip("sklearn")
@@ -215,14 +216,14 @@ def test_training_on_digits_reduces_the_loss(estimator):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_layer_on_cuda_matches_cpu(dtype):
     torch.manual_seed(0)
-    cell = gs.TanhCell(8, 0.8).to(dtype)
+    cell = gs.synthetic.TanhCell(8, 0.8).to(dtype)
     x = torch.randn(4, 8, dtype=dtype)
     g = torch.randn(4, 8, dtype=dtype)
     grads = []
     for device in ("cpu", "cuda"):
-        c = gs.TanhCell(8, 0.8).to(dtype=dtype, device=device)
+        c = gs.synthetic.TanhCell(8, 0.8).to(dtype=dtype, device=device)
         c.load_state_dict(cell.state_dict())
-        layer = gs.ImplicitLayer(c, gs.Exact(gs.GMRES(rtol=1e-5)))
+        layer = gs.ImplicitLayer(c, gs.Exact(gs.solvers.GMRES(rtol=1e-5)))
         xd = x.to(device)
         layer(xd, h0=torch.zeros_like(xd)).backward(g.to(device))
         grads.append(c.W.weight.grad.cpu())

@@ -21,7 +21,7 @@ class Net(nn.Module):
         super().__init__()
         self.project = nn.Linear(64, width)
         self.norm = nn.BatchNorm1d(width)
-        self.layer = gs.ImplicitLayer(gs.TanhCell(width, 0.7), estimator)
+        self.layer = gs.ImplicitLayer(gs.synthetic.TanhCell(width, 0.7), estimator)
         self.drop = nn.Dropout(0.2)
         self.head = nn.Linear(width, 10)
 
@@ -59,7 +59,7 @@ def test_training_is_bit_identical_with_and_without_the_monitor():
     def noisy_extra(problem, exact, estimates):
         return {"noise": float(torch.randn(()))}  # consumes the RNG inside the monitor
 
-    monitor = gs.GradientMonitor(schedule=gs.Every(10), extra=noisy_extra)
+    monitor = gs.GradientMonitor(schedule=gs.monitor.Every(10), extra=noisy_extra)
     plain_model, plain_opt, plain_losses = _train(None)
     model, opt, losses = _train(monitor)
     assert monitor.observations == 5 and monitor.errors == 0
@@ -96,7 +96,7 @@ def test_a_monitored_step_leaves_rng_buffers_flags_and_grads_alone():
     layer = gs.ImplicitLayer(cell, gs.Neumann(5, 0.5))
     draws = []
     monitor = gs.GradientMonitor(
-        schedule=gs.Every(1), extra=lambda *_: {"draw": draws.append(torch.rand(())) or 0.0}
+        schedule=gs.monitor.Every(1), extra=lambda *_: {"draw": draws.append(torch.rand(())) or 0.0}
     )
     monitor.attach(layer)
     x = torch.randn(6, 8)
@@ -122,7 +122,7 @@ def test_a_monitored_step_leaves_rng_buffers_flags_and_grads_alone():
 def _observed_steps(schedule, steps=20):
     monitor = gs.GradientMonitor(estimators=[gs.OneStep()], schedule=schedule)
     torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.TanhCell(4, 0.5), gs.OneStep())
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.OneStep())
     monitor.attach(layer)
     x = torch.randn(3, 4)
     for _ in range(steps):
@@ -133,12 +133,12 @@ def _observed_steps(schedule, steps=20):
 
 
 def test_the_schedule_is_respected():
-    assert _observed_steps(gs.Every(6)) == [0, 6, 12, 18]
-    assert _observed_steps(gs.Every(5, start=3)) == [3, 8, 13, 18]
-    assert _observed_steps(gs.LogSpaced(4)) == [0, 1, 2, 3, 6, 10, 18]
+    assert _observed_steps(gs.monitor.Every(6)) == [0, 6, 12, 18]
+    assert _observed_steps(gs.monitor.Every(5, start=3)) == [3, 8, 13, 18]
+    assert _observed_steps(gs.monitor.LogSpaced(4)) == [0, 1, 2, 3, 6, 10, 18]
     assert _observed_steps(lambda s: s in (4, 7)) == [4, 7]
     with pytest.raises(ValueError, match="n=0"):
-        gs.Every(0)
+        gs.monitor.Every(0)
     with pytest.raises(TypeError, match="schedule"):
         gs.GradientMonitor(schedule=5)
 
@@ -146,12 +146,12 @@ def test_the_schedule_is_respected():
 def test_records_hold_the_metrics_asked_for():
     pd = pytest.importorskip("pandas")
     torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.TanhCell(8, 0.8).double(), gs.Neumann(5, 0.5))
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(8, 0.8).double(), gs.Neumann(5, 0.5))
     monitor = gs.GradientMonitor(
         estimators=[gs.Unrolled(5, 0.5), gs.OneStep(), gs.Neumann(5, 0.5)],
-        exact=gs.Exact(gs.GMRES(rtol=1e-10)),
-        schedule=gs.Every(1),
-        extra=gs.spectral_norm_extra(30),
+        exact=gs.Exact(gs.solvers.GMRES(rtol=1e-10)),
+        schedule=gs.monitor.Every(1),
+        extra=gs.monitor.spectral_norm_extra(),
     )
     monitor.attach(layer, name="deq")
     x = torch.randn(5, 8, dtype=F64)
@@ -186,7 +186,7 @@ def test_records_hold_the_metrics_asked_for():
     # Cross-check the recorded cosine against a direct computation (float64, same g).
     problem = gs.FixedPointProblem.from_module(layer.cell, layer.last_forward.value, x, rtol=1e-3)
     g = 2 * layer.cell(layer.last_forward.value, x).detach()
-    reference = gs.estimate_gradient(problem, g, gs.Exact(gs.Dense()))
+    reference = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.Dense()))
     cosine = gs.compare(gs.estimate_gradient(problem, g, gs.OneStep()), reference).cosine
     recorded = overall[(overall.estimator == "OneStep") & (overall.metric == "cosine")].value
     assert float(recorded.iloc[0]) == pytest.approx(cosine, abs=1e-8)
@@ -197,10 +197,10 @@ def test_records_hold_the_metrics_asked_for():
 
 def test_csv_and_jsonl_round_trip(tmp_path):
     pytest.importorskip("pandas")
-    csv_sink, jsonl_sink = gs.CSVSink(tmp_path / "r.csv"), gs.JSONLSink(tmp_path / "r.jsonl")
-    monitor = gs.GradientMonitor(schedule=gs.Every(2), sinks=[csv_sink, jsonl_sink])
+    csv_sink, jsonl_sink = gs.monitor.CSVSink(tmp_path / "r.csv"), gs.monitor.JSONLSink(tmp_path / "r.jsonl")
+    monitor = gs.GradientMonitor(schedule=gs.monitor.Every(2), sinks=[csv_sink, jsonl_sink])
     torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.TanhCell(6, 0.6), gs.Unrolled(3, 0.5))
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(6, 0.6), gs.Unrolled(3, 0.5))
     monitor.attach(layer)
     x = torch.randn(4, 6)
     for _ in range(4):
@@ -208,7 +208,7 @@ def test_csv_and_jsonl_round_trip(tmp_path):
     monitor.close()
     df = monitor.dataframe()
     for path in (tmp_path / "r.csv", tmp_path / "r.jsonl"):
-        back = gs.read_records(path)
+        back = gs.monitor.read_records(path)
         assert back[["step", "layer", "role", "estimator", "param", "metric"]].equals(
             df[["step", "layer", "role", "estimator", "param", "metric"]]
         )
@@ -220,10 +220,10 @@ def test_tensorboard_sink_is_read_back(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     monitor = gs.GradientMonitor(
-        estimators=[gs.OneStep()], schedule=gs.Every(1), sinks=[gs.TensorBoardSink(tmp_path)]
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[gs.monitor.TensorBoardSink(tmp_path)]
     )
     torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.TanhCell(4, 0.5), gs.OneStep())
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.OneStep())
     monitor.attach(layer, name="deq")
     x = torch.randn(3, 4)
     for _ in range(3):
@@ -238,9 +238,9 @@ def test_tensorboard_sink_is_read_back(tmp_path):
 
 def test_logging_sink(caplog):
     monitor = gs.GradientMonitor(
-        estimators=[gs.OneStep()], schedule=gs.Every(1), sinks=[gs.LoggingSink()]
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[gs.monitor.LoggingSink()]
     )
-    layer = gs.ImplicitLayer(gs.TanhCell(4, 0.5), gs.OneStep())
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.OneStep())
     monitor.attach(layer, name="deq")
     x = torch.randn(3, 4)
     with caplog.at_level(logging.INFO, logger="gradscope.monitor"):
@@ -262,9 +262,9 @@ class Flip(nn.Module):
 def test_a_failing_exact_solve_is_recorded_and_training_goes_on(caplog):
     torch.manual_seed(0)
     # Neumann(5, 0.5) is fine here: B = 1 − 0.5·(1 + 1.5) = −0.25 (THEORY.md §5).
-    layer = gs.ImplicitLayer(Flip(), gs.Neumann(5, 0.5), gs.ForwardSolver(rtol=1e-6))
+    layer = gs.ImplicitLayer(Flip(), gs.Neumann(5, 0.5), gs.layers.ForwardSolver(rtol=1e-6))
     monitor = gs.GradientMonitor(
-        exact=gs.Exact(gs.FixedPointIteration(max_steps=30)), schedule=gs.Every(1)
+        exact=gs.Exact(gs.solvers.FixedPointIteration(max_steps=30)), schedule=gs.monitor.Every(1)
     )
     monitor.attach(layer)
     opt = torch.optim.SGD(layer.parameters(), lr=1e-3)
@@ -288,15 +288,15 @@ def test_an_exception_in_the_monitor_is_counted_and_training_goes_on():
     def broken(*_):
         raise RuntimeError("boom")
 
-    monitor = gs.GradientMonitor(estimators=[gs.OneStep()], schedule=gs.Every(1), extra=broken)
-    layer = gs.ImplicitLayer(gs.TanhCell(4, 0.5), gs.OneStep())
+    monitor = gs.GradientMonitor(estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), extra=broken)
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.OneStep())
     monitor.attach(layer)
     x = torch.randn(3, 4)
     for _ in range(2):
         layer(x, h0=torch.zeros_like(x)).sum().backward()
     assert monitor.errors == 2 and "boom" in monitor.last_error
     assert layer.cell.W.weight.grad is not None
-    strict = gs.GradientMonitor(schedule=gs.Every(1), extra=broken, raise_errors=True)
+    strict = gs.GradientMonitor(schedule=gs.monitor.Every(1), extra=broken, raise_errors=True)
     strict.attach(layer)
     with pytest.raises(RuntimeError, match="boom"):
         layer(x, h0=torch.zeros_like(x)).sum().backward()
@@ -304,10 +304,10 @@ def test_an_exception_in_the_monitor_is_counted_and_training_goes_on():
 
 def test_memory_does_not_grow_over_a_long_run():
     monitor = gs.GradientMonitor(
-        estimators=[gs.OneStep(), gs.Unrolled(2, 0.5)], schedule=gs.Every(1), keep_records=False
+        estimators=[gs.OneStep(), gs.Unrolled(2, 0.5)], schedule=gs.monitor.Every(1), keep_records=False
     )
     torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.TanhCell(4, 0.5), gs.Neumann(3, 0.5))
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.Neumann(3, 0.5))
     monitor.attach(layer)
     x = torch.randn(3, 4)
 
@@ -335,7 +335,7 @@ def test_watch_any_deq_with_a_function_cell():
     x = torch.randn(4, 6, dtype=F64)
     fp = gs.find_fixed_point(lambda h, x: fn({"W": W.detach()}, h, x), x, rtol=1e-12)
     monitor = gs.GradientMonitor(
-        estimators=[gs.Neumann(40, 1.0)], exact=gs.Exact(gs.Dense()), schedule=gs.Every(1)
+        estimators=[gs.Neumann(40, 1.0)], exact=gs.Exact(gs.solvers.Dense()), schedule=gs.monitor.Every(1)
     )
     h = fn({"W": W}, fp.value, x)
     h = monitor.watch(h, fn, x, params={"W": W.detach()}, training_estimator=gs.OneStep())
@@ -354,10 +354,10 @@ def test_watch_any_deq_with_a_function_cell():
 def test_torchdeq_model_is_monitored():
     torchdeq = pytest.importorskip("torchdeq")
     torch.manual_seed(0)
-    cell = gs.TanhCell(8, 0.6)
+    cell = gs.synthetic.TanhCell(8, 0.6)
     deq = torchdeq.get_deq(f_solver="fixed_point_iter", f_max_iter=60, f_tol=1e-6, grad=5, tau=0.5)
     monitor = gs.GradientMonitor(
-        estimators=[gs.OneStep()], schedule=gs.Every(1), exact=gs.Exact(gs.GMRES(rtol=1e-6))
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), exact=gs.Exact(gs.solvers.GMRES(rtol=1e-6))
     )
     monitor.attach_torchdeq(deq, cell, name="torchdeq", training_estimator=gs.Unrolled(5, 0.5))
     x = torch.randn(4, 8)
@@ -374,5 +374,5 @@ def test_torchdeq_model_is_monitored():
     problem = gs.FixedPointProblem.from_module(cell, z_out[-1].detach(), x, rtol=1e-3)
     ours = gs.estimate_gradient(problem, 2 * z_out[-1].detach(), gs.Unrolled(5, 0.5))
     assert (
-        gs.compare(gs.GradientEstimate.from_grads({"W.weight": torchdeq_grad}), ours).cosine > 0.99
+        gs.compare(gs.estimators.GradientEstimate.from_grads({"W.weight": torchdeq_grad}), ours).cosine > 0.99
     )

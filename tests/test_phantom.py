@@ -52,10 +52,10 @@ def test_upg_and_npg_differ_off_the_fixed_point(tanh_problem):
 def test_neumann_error_identity(tanh_problem, k, damping):
     # u* − u_k = (B_λᵀ)^k u*   [derived, THEORY.md §5]
     g = randn(5, 8, seed=1)
-    exact = gs.estimate_gradient(tanh_problem, g, gs.Exact(gs.Dense()))
+    exact = gs.estimate_gradient(tanh_problem, g, gs.Exact(gs.solvers.Dense()))
     npg = gs.estimate_gradient(tanh_problem, g, gs.Neumann(k, damping))
-    ops = gs.JacobianOperators(tanh_problem)
-    BT = ops.damped_T(damping)
+    JT = gs.operators.jacobian_transpose(tanh_problem)
+    BT = gs.operators.damped(JT, damping)
     power = exact.adjoint
     for _ in range(k):
         power = BT(power)
@@ -67,7 +67,7 @@ def test_neumann_error_identity(tanh_problem, k, damping):
 def test_one_step_is_F_theta_transpose_g(tanh_problem):
     g = randn(5, 8, seed=1)
     one = gs.estimate_gradient(tanh_problem, g, gs.OneStep())
-    dense = gs.JacobianOperators(tanh_problem).param_jacobian_dense()
+    dense = gs.operators.param_jacobian_dense(tanh_problem)
     assert torch.allclose(one.flat(), dense.T @ g.reshape(-1), atol=1e-13)
     assert one.cost.vjps == 1
     assert (
@@ -86,7 +86,7 @@ def test_neumann_converges_at_rate_rho_B():
     lam = 0.7
     mu = torch.linalg.eigvalsh(W)
     rho_B = float((1 - lam * (1 - mu)).abs().max())
-    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.Dense()))
+    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.Dense()))
     errors = []
     for k in (10, 20, 40, 41):
         npg = gs.estimate_gradient(problem, g, gs.Neumann(k, lam))
@@ -109,11 +109,11 @@ def test_divergent_neumann_series_is_reported_never_silent():
     g = randn(2, 3, seed=1)
     with pytest.warns(gs.ConvergenceWarning, match="the Neumann terms grew"):
         gs.estimate_gradient(problem, g, gs.Neumann(10, 1.0))
-    with pytest.warns(gs.ConvergenceWarning, match="produced inf/NaN"):
+    with pytest.warns(gs.ConvergenceWarning, match="returned non-finite values"):
         gs.estimate_gradient(problem, g, gs.Neumann(700, 1.0))
     # λ = 0.4 < λ_max = 0.5 makes it converge
     good = gs.estimate_gradient(problem, g, gs.Neumann(200, 0.4))
-    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.Dense()))
+    exact = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.Dense()))
     assert gs.compare(good, exact).relative_error < 1e-10
 
 
@@ -192,7 +192,7 @@ def test_compare_invariants(tanh_problem):
     same = gs.compare(exact, exact)
     assert same.cosine == pytest.approx(1.0, abs=1e-15) and same.relative_error == 0 and same.ascent
     c = gs.compare(npg, exact)
-    scaled = gs.GradientEstimate.from_grads(
+    scaled = gs.estimators.GradientEstimate.from_grads(
         {n: 7.5 * v for n, v in npg.grads.items()}, npg.input_grads
     )
     assert gs.compare(scaled, exact).cosine == pytest.approx(c.cosine, abs=1e-14)
@@ -214,7 +214,7 @@ def test_compare_invariants(tanh_problem):
     assert d["overall"]["cosine"] == c.cosine and set(d["per_param"]) == set(c.per_param)
     text = repr(c)
     assert "W.weight" in text and "cosine" in text and "Neumann(3, 0.5) vs Exact(GMRES)" in text
-    negated = gs.GradientEstimate.from_grads({n: -v for n, v in exact.grads.items()})
+    negated = gs.estimators.GradientEstimate.from_grads({n: -v for n, v in exact.grads.items()})
     assert not gs.compare(negated, exact).ascent and gs.compare(
         negated, exact
     ).cosine == pytest.approx(-1.0)
@@ -223,19 +223,19 @@ def test_compare_invariants(tanh_problem):
 def test_compare_rejects_mismatches(tanh_problem):
     g = randn(5, 8, seed=1)
     exact = gs.estimate_gradient(tanh_problem, g, gs.Exact())
-    other = gs.GradientEstimate.from_grads({"W.weight": exact.grads["W.weight"]})
+    other = gs.estimators.GradientEstimate.from_grads({"W.weight": exact.grads["W.weight"]})
     with pytest.raises(ValueError, match="cover different parameters"):
         gs.compare(other, exact)
-    bad_shape = gs.GradientEstimate.from_grads({n: v.reshape(-1) for n, v in exact.grads.items()})
+    bad_shape = gs.estimators.GradientEstimate.from_grads({n: v.reshape(-1) for n, v in exact.grads.items()})
     with pytest.raises(ValueError, match="has shape"):
         gs.compare(bad_shape, exact)
-    with pytest.raises(TypeError, match="expected a gradscope.GradientEstimate"):
+    with pytest.raises(TypeError, match="expected a gradscope.estimators.GradientEstimate"):
         gs.compare(exact.grads, exact)
 
 
 def test_zero_reference_is_not_silently_wrong():
-    zero = gs.GradientEstimate.from_grads({"w": torch.zeros(3)})
-    one = gs.GradientEstimate.from_grads({"w": torch.ones(3)})
+    zero = gs.estimators.GradientEstimate.from_grads({"w": torch.zeros(3)})
+    one = gs.estimators.GradientEstimate.from_grads({"w": torch.ones(3)})
     c = gs.compare(one, zero)
     assert math.isnan(c.cosine) and c.relative_error == math.inf
 
@@ -266,9 +266,9 @@ def test_user_gradient_from_a_training_backward():
     for _ in range(5):
         h = 0.5 * h + 0.5 * cell(h, x)
     h.backward(g)
-    user = gs.user_gradient(cell, problem, name="my UPG")
+    user = gs.estimators.user_gradient(cell, problem, name="my UPG")
     upg = gs.estimate_gradient(problem, g, gs.Unrolled(5, 0.5))
     assert gs.compare(user, upg).relative_error < 1e-12
     cell.zero_grad(set_to_none=True)
     with pytest.raises(ValueError, match="has no .grad"):
-        gs.user_gradient(cell, problem)
+        gs.estimators.user_gradient(cell, problem)

@@ -124,11 +124,11 @@ def test_spectrum_draws_eigenvalues_unit_circle_and_disks():
 
 
 def test_residual_traces_from_solutions():
-    A = gs.LinearMap(lambda v: 2 * v - 0.5 * v.roll(1), torch.zeros(6, dtype=torch.float64), "A")
+    A = gs.operators.FunctionOperator(lambda v: 2 * v - 0.5 * v.roll(1), torch.zeros(6, dtype=torch.float64), "A")
     b = torch.ones(6, dtype=torch.float64)
     sols = {
-        "GMRES": gs.linear_solve(A, b, gs.GMRES(rtol=1e-10)),
-        "BiCGSTAB": gs.linear_solve(A, b, gs.BiCGSTAB(rtol=1e-10)),
+        "GMRES": gs.solvers.linear_solve(A, b, gs.solvers.GMRES(rtol=1e-10)),
+        "BiCGSTAB": gs.solvers.linear_solve(A, b, gs.solvers.BiCGSTAB(rtol=1e-10)),
     }
     fig = plots.plot_residual_traces(sols)
     (ax,) = fig.axes

@@ -57,7 +57,7 @@ def test_module_is_not_modified_batchnorm_buffers_and_grads():
     problem = gs.FixedPointProblem.from_module(cell, torch.zeros(6, 4, dtype=DT), x, rtol=1e3)
     # BatchNorm in train mode couples the samples: detected
     assert problem.samples_independent is False
-    est = gs.estimate_gradient(problem, torch.ones(6, 4, dtype=DT), gs.Exact(gs.GMRES(rtol=1e-6)))
+    est = gs.estimate_gradient(problem, torch.ones(6, 4, dtype=DT), gs.Exact(gs.solvers.GMRES(rtol=1e-6)))
     assert est.solution is not None
     for n, b in cell.named_buffers():
         assert torch.equal(b, before[n]), n
@@ -65,7 +65,7 @@ def test_module_is_not_modified_batchnorm_buffers_and_grads():
     assert cell.training
     with pytest.raises(ValueError, match="couples the samples"):
         gs.estimate_gradient(
-            problem, torch.ones(6, 4, dtype=DT), gs.Exact(gs.GMRES(per_sample=True))
+            problem, torch.ones(6, 4, dtype=DT), gs.Exact(gs.solvers.GMRES(per_sample=True))
         )
 
 

@@ -15,9 +15,9 @@ import gradscope as gs
 DT = torch.float64
 
 
-def block_map(M: torch.Tensor) -> gs.LinearMap:
+def block_map(M: torch.Tensor) -> gs.operators.LinearOperator:
     """``v ↦ M_s v_s`` on a batch of samples (M: (samples, n, n))."""
-    return gs.LinearMap(lambda v: torch.einsum("sij,sj->si", M, v), M.new_zeros(M.shape[:2]), "M")
+    return gs.operators.FunctionOperator(lambda v: torch.einsum("sij,sj->si", M, v), M.new_zeros(M.shape[:2]), "M", independent_samples=True)
 
 
 def blocks(samples: int, n: int, radii, seed: int = 0) -> torch.Tensor:
@@ -40,8 +40,8 @@ def test_mixed_conditioning_and_restarts(restart, per_sample):
     # with k ≤ 8 stagnates on the ρ = 0.99 block, before and after the vectorisation.)
     M = blocks(5, 24, [0.1, 0.5, 0.9, 0.99, 0.3])
     b = torch.randn(5, 24, generator=torch.Generator().manual_seed(1), dtype=DT)
-    solver = gs.GMRES(rtol=1e-11, restart=restart, max_steps=1000, per_sample=per_sample)
-    sol = gs.linear_solve(block_map(M), b, solver)
+    solver = gs.solvers.GMRES(rtol=1e-11, restart=restart, max_steps=1000, per_sample=per_sample)
+    sol = gs.solvers.linear_solve(block_map(M), b, solver)
     assert sol.converged and sol.residual <= 1e-11
     torch.testing.assert_close(sol.value, reference(M, b), rtol=1e-8, atol=1e-9)
     # The certificate is the true residual of the returned value.
@@ -60,7 +60,7 @@ def test_lucky_breakdown_and_zero_rhs():
     M = 2 * torch.eye(n, dtype=DT).expand(3, n, n).clone()
     b = torch.randn(3, n, generator=torch.Generator().manual_seed(2), dtype=DT)
     b[1] = 0.0
-    sol = gs.linear_solve(block_map(M), b, gs.GMRES(per_sample=True))
+    sol = gs.solvers.linear_solve(block_map(M), b, gs.solvers.GMRES(per_sample=True))
     assert sol.converged and sol.steps == 1
     torch.testing.assert_close(sol.value, b / 2)
     assert float(sol.value[1].abs().max()) == 0.0
@@ -71,24 +71,24 @@ def test_initial_guess_and_exact_krylov_dimension():
     M = blocks(4, 6, [0.95, 0.5, 0.8, 0.2], seed=3)
     b = torch.randn(4, 6, generator=torch.Generator().manual_seed(4), dtype=DT)
     x0 = torch.randn(4, 6, generator=torch.Generator().manual_seed(5), dtype=DT)
-    sol = gs.linear_solve(block_map(M), b, gs.GMRES(rtol=1e-12, per_sample=True), x0=x0)
+    sol = gs.solvers.linear_solve(block_map(M), b, gs.solvers.GMRES(rtol=1e-12, per_sample=True), x0=x0)
     assert sol.converged and sol.steps <= 6 + 2
     torch.testing.assert_close(sol.value, reference(M, b), rtol=1e-9, atol=1e-10)
     # Already solved: no Arnoldi step, one product for the certificate.
-    again = gs.linear_solve(block_map(M), b, gs.GMRES(rtol=1e-8, per_sample=True), x0=sol.value)
+    again = gs.solvers.linear_solve(block_map(M), b, gs.solvers.GMRES(rtol=1e-8, per_sample=True), x0=sol.value)
     assert again.converged and again.steps == 0 and again.matvecs == 1
 
 
 def test_float32_and_max_steps():
     M = blocks(3, 32, [0.9, 0.6, 0.99], seed=6).float()
     b = torch.randn(3, 32, generator=torch.Generator().manual_seed(7)).float()
-    sol = gs.linear_solve(block_map(M), b, gs.GMRES(rtol=1e-5, per_sample=True))
+    sol = gs.solvers.linear_solve(block_map(M), b, gs.solvers.GMRES(rtol=1e-5, per_sample=True))
     assert sol.converged and sol.value.dtype == torch.float32
     torch.testing.assert_close(
         sol.value.double(), reference(M.double(), b.double()), rtol=1e-4, atol=1e-4
     )
     with pytest.warns(gs.ConvergenceWarning):
-        short = gs.linear_solve(block_map(M), b, gs.GMRES(rtol=1e-5, max_steps=3, per_sample=True))
+        short = gs.solvers.linear_solve(block_map(M), b, gs.solvers.GMRES(rtol=1e-5, max_steps=3, per_sample=True))
     assert not short.converged and short.steps == 3 and short.trace.shape == (3, 3)
     # The running estimate after 3 steps is the GMRES residual over K_3: check it
     # against the least-squares problem solved densely, per row.

@@ -56,7 +56,7 @@ def norm_case(request):
 
 def test_spectral_radius_within_one_percent_in_100_products(case):
     problem, W, mu, _ = case
-    est = gs.spectral_radius(problem, gs.Arnoldi(max_steps=100))
+    est = gs.spectral_radius(problem, gs.spectral.Arnoldi(max_steps=100))
     ref = mu.abs().amax(-1)
     if W.shape[-1] <= 128:  # the construction is right: dense check where it is cheap
         assert torch.allclose(torch.linalg.eigvals(W).abs().amax(-1), ref, rtol=1e-10)
@@ -70,8 +70,8 @@ def test_spectral_radius_within_one_percent_in_100_products(case):
 
 def test_spectral_norm_and_smallest_singular_value_within_one_percent(norm_case):
     problem, W, mu, normal = norm_case
-    norm = gs.spectral_norm(problem, gs.Lanczos(max_steps=100))
-    smin = gs.smallest_singular_value(problem, gs.Lanczos(max_steps=150))
+    norm = gs.spectral.spectral_norm(problem, gs.spectral.Lanczos(max_steps=100))
+    smin = gs.spectral.smallest_singular_value(problem, gs.spectral.Lanczos(max_steps=150))
     if normal:  # singular values of a normal matrix are |μ|, those of I − W are |1 − μ|
         ref_norm, ref_smin = mu.abs().amax(-1), (1 - mu).abs().amin(-1)
     else:
@@ -92,16 +92,16 @@ def test_complex_leading_pair_is_found_and_power_method_is_not():
     top = est.eigenvalues[0, :2]
     assert torch.allclose(top.abs(), torch.full((2,), 0.9, dtype=DT), rtol=1e-8)
     assert torch.allclose(top.imag.abs(), torch.full((2,), 0.9 * np.sin(2.0), dtype=DT), rtol=1e-8)
-    peers = gs.power_method_radius(problem)
+    peers = gs.spectral.spectral_radius(problem, gs.spectral.PowerIteration())
     assert abs(peers.value - 0.9) > 0.05  # the Rayleigh quotient oscillates on a complex pair
     assert not peers.converged
 
 
 def test_references_agree_on_a_tanh_network():
     problem = tanh_problem(d=40, n=8, batch=3, scale=0.9)
-    dense = gs.spectral_radius(problem, gs.DenseSpectrum())
-    arnoldi = gs.spectral_radius(problem, gs.Arnoldi(max_steps=40))
-    scipy = gs.spectral_radius(problem, gs.ScipyEigs())
+    dense = gs.spectral_radius(problem, gs.spectral.DenseSpectrum())
+    arnoldi = gs.spectral_radius(problem, gs.spectral.Arnoldi(max_steps=40))
+    scipy = gs.spectral_radius(problem, gs.spectral.ScipyEigs())
     J = torch.func.vmap(
         torch.func.jacrev(lambda h, x: problem.fn(problem.params, h[None], x[None])[0])
     )(problem.h_star, problem.inputs[0])
@@ -129,7 +129,7 @@ def test_coupled_samples_give_one_value():
     est = gs.spectral_radius(problem)
     assert est.per_sample.shape == (1,)
     assert est.value == pytest.approx(float(torch.linalg.eigvals(M).abs().max()), rel=1e-10)
-    norm = gs.spectral_norm(problem)
+    norm = gs.spectral.spectral_norm(problem)
     assert norm.value == pytest.approx(float(torch.linalg.matrix_norm(M, 2)), rel=1e-8)
 
 
@@ -141,10 +141,10 @@ def test_damped_power_norm_matches_dense_and_sees_transient_growth():
     B = (1 - lam) * torch.eye(2, dtype=DT) + lam * W
     norms = []
     for k in (1, 2, 3, 8, 20):
-        est = gs.damped_power_norm(problem, lam, k)
+        est = gs.spectral.damped_power_norm(problem, lam, k)
         ref = torch.linalg.matrix_norm(torch.linalg.matrix_power(B, k), 2)
         assert est.value == pytest.approx(float(ref), rel=1e-8)
-        dense = gs.damped_power_norm(problem, lam, k, gs.DenseSpectrum())
+        dense = gs.spectral.damped_power_norm(problem, lam, k, gs.spectral.DenseSpectrum())
         assert dense.value == pytest.approx(float(ref), rel=1e-12)
         norms.append(est.value)
     assert norms[1] > norms[0] > 1 and norms[-1] < 1  # growth first, decay later
@@ -153,7 +153,7 @@ def test_damped_power_norm_matches_dense_and_sees_transient_growth():
 def test_scipy_reference_on_larger_block():
     W = _batch(40, 2, seed=5, kind="real", offdiag=1.0)
     problem = linear_problem(W)
-    est = gs.spectral_radius(problem, gs.ScipyEigs(eigenvalues=4))
+    est = gs.spectral_radius(problem, gs.spectral.ScipyEigs(eigenvalues=4))
     ref = torch.linalg.eigvals(W).abs().amax(-1)
     assert torch.allclose(est.per_sample, ref, rtol=1e-8)
     assert est.max_residual < 1e-8
@@ -164,22 +164,22 @@ def test_diagnostics_do_not_touch_global_rng():
     torch.manual_seed(123)
     before = torch.get_rng_state()
     gs.spectral_radius(problem)
-    gs.spectral_norm(problem)
-    gs.power_method_radius(problem)
+    gs.spectral.spectral_norm(problem)
+    gs.spectral.spectral_radius(problem, gs.spectral.PowerIteration())
     assert torch.equal(before, torch.get_rng_state())
 
 
 def test_bad_input_raises_clearly():
     problem = linear_problem(_batch(4, 1, seed=0, kind="real"))
     with pytest.raises(ValueError, match="damping"):
-        gs.damped_power_norm(problem, 1.5, 2)
+        gs.spectral.damped_power_norm(problem, 1.5, 2)
     with pytest.raises(ValueError, match="damping"):
-        gs.damped_power_norm(problem, 0.0, 2)
+        gs.spectral.damped_power_norm(problem, 0.0, 2)
     with pytest.raises(ValueError, match="steps"):
-        gs.damped_power_norm(problem, 0.5, 0)
+        gs.spectral.damped_power_norm(problem, 0.5, 0)
     with pytest.raises(TypeError, match="method"):
-        gs.spectral_radius(problem, gs.Lanczos())
+        gs.spectral_radius(problem, gs.spectral.Lanczos())
     with pytest.raises(TypeError, match="FixedPointProblem"):
-        gs.spectral_norm(torch.eye(2))
+        gs.spectral.spectral_norm(torch.eye(2))
     with pytest.raises(ValueError, match="max_steps"):
-        gs.Arnoldi(max_steps=0)
+        gs.spectral.Arnoldi(max_steps=0)

@@ -33,7 +33,7 @@ def test_damping_limit_and_optimum_match_brute_force_scan(name):
     if name == "real-negative":  # leading eigenvalue -3: needs λ < 0.5
         W = -W
     problem = linear_problem(W)
-    limit = gs.damping_limit(problem)
+    limit = gs.theory.damping_limit(problem)
     grid = np.linspace(1e-3, 3.0, 3000)
     rho = np.array([_rho_B(W, lam) for lam in grid])
     below = grid[rho < 1]
@@ -44,7 +44,7 @@ def test_damping_limit_and_optimum_match_brute_force_scan(name):
         rho[grid > limit.value + 1e-9] >= 1 - 1e-12
     )
     # optimum over (0, 1]: the grid minimiser
-    choice = gs.optimal_damping(problem)
+    choice = gs.theory.optimal_damping(problem)
     fine = np.linspace(1e-4, 1.0, 10000)
     values = np.array([_rho_B(W, lam) for lam in fine[::10]])
     coarse_best = fine[::10][values.argmin()]
@@ -57,17 +57,17 @@ def test_damping_limit_and_optimum_match_brute_force_scan(name):
 
 def test_closed_form_real_spectrum():
     mu = torch.tensor([-0.9, 0.2, 0.7], dtype=DT)
-    choice = gs.optimal_damping(mu)
+    choice = gs.theory.optimal_damping(mu)
     assert choice.damping == pytest.approx(2 / (2 + 0.9 - 0.7), rel=1e-8)
     assert choice.radius == pytest.approx((0.7 + 0.9) / (2 + 0.9 - 0.7), rel=1e-8)
-    assert gs.damping_limit(torch.tensor([-3.0])).value == pytest.approx(0.5)
+    assert gs.theory.damping_limit(torch.tensor([-3.0])).value == pytest.approx(0.5)
 
 
 def test_no_admissible_damping_is_reported_not_raised():
-    limit = gs.damping_limit(torch.tensor([1.5 + 0.2j, 0.3]))
+    limit = gs.theory.damping_limit(torch.tensor([1.5 + 0.2j, 0.3]))
     assert not limit.exists and limit.value is None and not limit.admits(0.1)
     assert "no damping" in limit.message
-    assert not gs.optimal_damping(torch.tensor([1.5, 0.3])).converges
+    assert not gs.theory.optimal_damping(torch.tensor([1.5, 0.3])).converges
 
 
 def test_steps_needed_sees_non_normal_transient_growth():
@@ -75,7 +75,7 @@ def test_steps_needed_sees_non_normal_transient_growth():
     W = torch.tensor([[0.5, 6.0, 0.0], [0.0, 0.5, 6.0], [0.0, 0.0, 0.3]], dtype=DT)
     problem = linear_problem(W)
     lam, tol = 0.8, 1e-4
-    result = gs.steps_needed(problem, lam, tol=tol, kappa=2.0)
+    result = gs.theory.steps_needed(problem, lam, tol=tol, kappa=2.0)
     eye = torch.eye(3, dtype=DT)
     B = (1 - lam) * eye + lam * W
     brute = [
@@ -89,19 +89,19 @@ def test_steps_needed_sees_non_normal_transient_growth():
     assert result.tolerance_steps > result.asymptotic_steps
     assert result.transient_growth and "non-normal" in result.note
     # the matrix-free path agrees
-    free = gs.steps_needed(problem, lam, tol=tol, kappa=2.0, dense=False, max_steps=60)
+    free = gs.theory.steps_needed(problem, lam, tol=tol, kappa=2.0, dense=False, max_steps=60)
     assert free.tolerance_steps == result.tolerance_steps
 
 
 def test_steps_needed_is_vacuous_without_enough_parameters():
     W = block_matrix(4, torch.Generator().manual_seed(0), kind="real", rho=0.5)
-    result = gs.steps_needed(linear_problem(W), 0.5)  # p = 16 ≥ d = 4, but F_θ = h*ᵀ ⊗ I has rank 4
+    result = gs.theory.steps_needed(linear_problem(W), 0.5)  # p = 16 ≥ d = 4, but F_θ = h*ᵀ ⊗ I has rank 4
     assert result.kappa == pytest.approx(1.0)  # F_θ F_θᵀ = ‖h*‖² I
     fn = lambda p, h: p["a"] * h
     problem = gs.FixedPointProblem.from_function(
         fn, {"a": torch.tensor(0.5, dtype=DT)}, torch.zeros(3, dtype=DT)
     )
-    vac = gs.steps_needed(problem, 0.5)
+    vac = gs.theory.steps_needed(problem, 0.5)
     assert vac.theorem1_steps is None and "vacuous" in vac.note and math.isinf(vac.kappa)
 
 
@@ -128,10 +128,10 @@ def _tanh_problem(d: int, n: int, scale: float, seed: int, batch: int = 0) -> tu
 
 
 def _estimator(kind: int, k: int, lam: float):
-    return [gs.Neumann(k, lam), gs.Unrolled(k, lam), gs.OneStep(), gs.Exact(gs.Dense())][kind]
+    return [gs.Neumann(k, lam), gs.Unrolled(k, lam), gs.OneStep(), gs.Exact(gs.solvers.Dense())][kind]
 
 
-def _violates(check: gs.AscentCheck) -> bool:
+def _violates(check: gs.theory.AscentCheck) -> bool:
     scale = check.comparison.overall.estimate_norm * check.comparison.overall.reference_norm
     return check.holds and check.inner < -1e-12 * max(scale, 1e-300)
 
@@ -151,7 +151,7 @@ def test_theorem1_holds_implies_ascent(d, extra, scale, seed, kind, k, lam, batc
     problem, cot = _tanh_problem(d, d + extra, scale, seed, batch)
     if not bool(torch.isfinite(problem.h_star).all()) or problem.residual.max_relative > 1e-8:
         return
-    check = gs.check_ascent(problem, _estimator(kind, k, lam), cot, dense=True)
+    check = gs.theory.check_ascent(problem, _estimator(kind, k, lam), cot, dense=True)
     assert check.verdict in ("holds", "fails", "vacuous")
     assert not _violates(check), check
 
@@ -165,7 +165,7 @@ def test_theorem1_holds_in_a_good_fraction_and_never_misleads():
             d, d + int(rng.integers(0, 3)), float(rng.uniform(0.05, 1.0)), seed
         )
         est = _estimator(seed % 4, int(rng.integers(5, 30)), float(rng.uniform(0.3, 1.0)))
-        check = gs.check_ascent(problem, est, cot, dense=True)
+        check = gs.theory.check_ascent(problem, est, cot, dense=True)
         assert not _violates(check)
         verdicts.append(check.verdict)
     assert verdicts.count("holds") >= 15, verdicts
@@ -175,10 +175,10 @@ def test_theorem1_holds_in_a_good_fraction_and_never_misleads():
 def test_theorem1_identity_for_neumann_and_vacuous_case():
     problem, cot = _tanh_problem(3, 4, 0.8, seed=1)
     k, lam = 4, 0.7
-    check = gs.check_ascent(problem, gs.Neumann(k, lam), cot, dense=True)
-    ops = gs.JacobianOperators(problem)
-    F = ops.param_jacobian_dense()
-    B = (1 - lam) * torch.eye(3, dtype=DT) + lam * ops.J.dense()
+    check = gs.theory.check_ascent(problem, gs.Neumann(k, lam), cot, dense=True)
+    JT = gs.operators.jacobian_transpose(problem)
+    F = gs.operators.param_jacobian_dense(problem)
+    B = (1 - lam) * torch.eye(3, dtype=DT) + lam * JT.T.dense()
     ref = torch.linalg.matrix_norm(
         F.T @ torch.linalg.matrix_power(B.T, k), 2
     )  # ‖E_neu‖ = ‖F_θᵀ(Bᵀ)^k‖
@@ -192,17 +192,17 @@ def test_theorem1_identity_for_neumann_and_vacuous_case():
     small = gs.FixedPointProblem.from_function(
         lambda p, h: p["a"] * (W @ h), {"a": torch.tensor(1.0, dtype=DT)}, torch.zeros(3, dtype=DT)
     )
-    vac = gs.check_ascent(small, gs.OneStep(), torch.ones(3, dtype=DT))
+    vac = gs.theory.check_ascent(small, gs.OneStep(), torch.ones(3, dtype=DT))
     assert vac.verdict == "vacuous" and "vacuous" in vac.message
 
 
 @pytest.mark.parametrize(
-    "estimator", [gs.Neumann(3, 0.6), gs.Unrolled(3, 0.6), gs.OneStep(), gs.Exact(gs.Dense())]
+    "estimator", [gs.Neumann(3, 0.6), gs.Unrolled(3, 0.6), gs.OneStep(), gs.Exact(gs.solvers.Dense())]
 )
 def test_matrix_free_error_norm_matches_dense(estimator):
     problem, _ = _tanh_problem(4, 6, 0.9, seed=3, batch=2)
-    dense = gs.check_ascent(problem, estimator, dense=True)
-    free = gs.check_ascent(problem, estimator, dense=False)
+    dense = gs.theory.check_ascent(problem, estimator, dense=True)
+    free = gs.theory.check_ascent(problem, estimator, dense=False)
     assert free.error_norm == pytest.approx(dense.error_norm, rel=1e-6, abs=1e-9)
     assert free.sigma_max == pytest.approx(dense.sigma_max, rel=1e-8)
     assert free.sigma_min == pytest.approx(dense.sigma_min, rel=1e-6)
@@ -214,33 +214,33 @@ def test_unrolled_at_inexact_fixed_point_is_still_a_linear_map():
     rough = gs.FixedPointProblem.from_function(
         problem.fn, problem.params, problem.h_star + 1e-3, *problem.inputs, rtol=1.0
     )
-    dense = gs.check_ascent(rough, gs.Unrolled(4, 0.5), cot, dense=True)
-    free = gs.check_ascent(rough, gs.Unrolled(4, 0.5), dense=False)
+    dense = gs.theory.check_ascent(rough, gs.Unrolled(4, 0.5), cot, dense=True)
+    free = gs.theory.check_ascent(rough, gs.Unrolled(4, 0.5), dense=False)
     assert free.error_norm == pytest.approx(dense.error_norm, rel=1e-6)
 
 
 def test_bad_input_raises_clearly():
     problem = gs.FixedPointProblem.from_function(lambda p, h: 0.5 * h, {}, torch.zeros(2, dtype=DT))
     with pytest.raises(ValueError, match="no parameters"):
-        gs.check_ascent(problem, gs.OneStep())
+        gs.theory.check_ascent(problem, gs.OneStep())
     with pytest.raises(ValueError, match="no parameters"):
-        gs.param_singular_values(problem)
+        gs.theory.param_singular_values(problem)
     with pytest.raises(ValueError, match="no parameters"):
-        gs.steps_needed(problem, 0.5)
+        gs.theory.steps_needed(problem, 0.5)
     W = block_matrix(3, torch.Generator().manual_seed(0), kind="real", rho=0.5)
     lin = linear_problem(W)
     with pytest.raises(ValueError, match="damping"):
-        gs.steps_needed(lin, 1.5)
+        gs.theory.steps_needed(lin, 1.5)
     with pytest.raises(ValueError, match="damping"):
-        gs.steps_needed(lin, 0.0)
+        gs.theory.steps_needed(lin, 0.0)
     with pytest.raises(ValueError, match="max_steps"):
-        gs.steps_needed(lin, 0.5, max_steps=0)
+        gs.theory.steps_needed(lin, 0.5, max_steps=0)
     with pytest.raises(ValueError, match="steps"):
         gs.Neumann(0, 0.5)
     with pytest.raises(TypeError, match="estimator"):
-        gs.check_ascent(lin, "npg")
+        gs.theory.check_ascent(lin, "npg")
     with pytest.raises(ValueError, match="no eigenvalues"):
-        gs.damping_limit(torch.tensor([]))
+        gs.theory.damping_limit(torch.tensor([]))
 
 
 # ---------------------------------------------------------------------- check_theory
@@ -256,8 +256,8 @@ def test_check_theory_report_reads_and_cites():
     data = report.to_dict()
     json.dumps(data)
     assert all(f["source"] for f in data["findings"])
-    ops = gs.JacobianOperators(problem)
-    J = ops.J.dense(per_sample=True)
+    JT = gs.operators.jacobian_transpose(problem)
+    J = JT.T.dense(per_sample=True)
     assert report["ρ(J)"].value == pytest.approx(
         float(torch.linalg.eigvals(J).abs().max()), rel=1e-10
     )
@@ -270,9 +270,9 @@ def test_check_theory_report_reads_and_cites():
 
 
 def test_check_theory_says_when_a_spectral_estimate_did_not_converge(monkeypatch):
-    import gradscope.theory_report as theory_report
+    import gradscope.theory.report as theory_report
 
-    problem = gs.random_tanh_problem(d=80, n=8, batch=1, seed=0)  # > 64: Arnoldi, not dense
+    problem = gs.synthetic.random_tanh_problem(d=80, n=8, batch=1, seed=0)  # > 64: Arnoldi, not dense
     cot = torch.randn(problem.h_star.shape, generator=torch.Generator().manual_seed(0), dtype=DT)
     converged = str(gs.check_theory(problem, gs.Neumann(5, 0.5), cot))
     assert "NOT converged" not in converged

@@ -7,7 +7,7 @@
   gradscope's ``Unrolled(k, λ)`` at the same h* — also when h* is far from converged,
   where UPG and NPG differ.
 
-TorchDEQ's gradients are read off the cell's ``.grad`` with ``gs.user_gradient``: the
+TorchDEQ's gradients are read off the cell's ``.grad`` with ``gs.estimators.user_gradient``: the
 "judge a user's own training gradient" path.
 """
 
@@ -82,9 +82,9 @@ def test_ift_backward_matches_exact():
     assert float(stats[0]["abs_lowest"].max()) < 1e-12
     problem = gs.FixedPointProblem.from_module(cell, z_star, x)
     assert problem.residual.max_relative < 1e-13
-    theirs = gs.user_gradient(cell, problem, name="TorchDEQ IFT")
-    exact = gs.estimate_gradient(problem, c, gs.Exact(gs.GMRES(rtol=1e-13)))
-    dense = gs.estimate_gradient(problem, c, gs.Exact(gs.Dense()))
+    theirs = gs.estimators.user_gradient(cell, problem, name="TorchDEQ IFT")
+    exact = gs.estimate_gradient(problem, c, gs.Exact(gs.solvers.GMRES(rtol=1e-13)))
+    dense = gs.estimate_gradient(problem, c, gs.Exact(gs.solvers.Dense()))
     assert exact.solution.converged
     assert gs.compare(theirs, exact).relative_error < 1e-10
     assert gs.compare(theirs, dense).relative_error < 1e-10
@@ -102,7 +102,7 @@ def test_phantom_grad_matches_unrolled(f_max_iter):
         residual = float((cell(z_star, x) - z_star).norm() / cell(z_star, x).norm())
     problem_rtol = 1.0 if f_max_iter < 10 else None  # inexact h* on purpose: no warning
     problem = gs.FixedPointProblem.from_module(cell, z_star, x, rtol=problem_rtol)
-    theirs = gs.user_gradient(cell, problem, name="TorchDEQ grad=5 tau=0.5")
+    theirs = gs.estimators.user_gradient(cell, problem, name="TorchDEQ grad=5 tau=0.5")
     upg = gs.estimate_gradient(problem, c, gs.Unrolled(5, 0.5))
     assert gs.compare(theirs, upg).relative_error < 1e-10
     for name in theirs.grads:
@@ -122,8 +122,8 @@ def test_phantom_grad_differs_from_exact_at_high_rho():
     cell, x, c = make_case(rho=0.9, seed=2)
     z_star, _ = run_torchdeq(cell, x, c, grad=5, tau=0.5, f_max_iter=500, f_tol=1e-14)
     problem = gs.FixedPointProblem.from_module(cell, z_star, x)
-    theirs = gs.user_gradient(cell, problem)
-    exact = gs.estimate_gradient(problem, c, gs.Exact(gs.Dense()))
+    theirs = gs.estimators.user_gradient(cell, problem)
+    exact = gs.estimate_gradient(problem, c, gs.Exact(gs.solvers.Dense()))
     assert gs.compare(theirs, exact).relative_error > 1e-2
 
 
@@ -135,11 +135,11 @@ def test_default_ift_backward_fails_silently_near_rho_one():
     cell, x, c = make_case(rho=0.99, d=16, seed=3, input_scale=0.003)
     z_star, stats = run_torchdeq(cell, x, c, ift=True, f_max_iter=2000, f_tol=1e-13)
     problem = gs.FixedPointProblem.from_module(cell, z_star, x)
-    rho = torch.linalg.eigvals(gs.JacobianOperators(problem).JT.dense(per_sample=True))
+    rho = torch.linalg.eigvals(gs.operators.jacobian_transpose(problem).dense(per_sample=True))
     assert float(rho.abs().max()) > 0.97
-    theirs = gs.user_gradient(cell, problem)
+    theirs = gs.estimators.user_gradient(cell, problem)
     exact = gs.estimate_gradient(problem, c, gs.Exact())
-    dense = gs.estimate_gradient(problem, c, gs.Exact(gs.Dense()))
+    dense = gs.estimate_gradient(problem, c, gs.Exact(gs.solvers.Dense()))
     assert exact.solution.converged and exact.solution.residual <= 1e-8
     assert gs.compare(exact, dense).relative_error < 1e-6
     assert float(stats[0]["nstep"].max()) >= 40  # ran out of steps

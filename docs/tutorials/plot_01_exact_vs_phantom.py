@@ -80,7 +80,7 @@ g = torch.randn_like(fp.value)
 # ------------------
 # :class:`~gradscope.Exact` solves the adjoint system :math:`(I - J^\top) u = g`
 # (GMRES by default, one Krylov basis per sample) and takes one vector–Jacobian product
-# :math:`\nabla_\theta \ell = F_\theta^\top u`. The :class:`~gradscope.Solution` it
+# :math:`\nabla_\theta \ell = F_\theta^\top u`. The :class:`~gradscope.solvers.Solution` it
 # carries certifies the result with the true residual of the solve.
 
 exact = gs.estimate_gradient(problem, g, gs.Exact())
@@ -171,7 +171,7 @@ print(f"UPG vs NPG at h*: relative difference {gs.compare(upg, npg).relative_err
 
 import warnings  # noqa: E402
 
-rough = gs.find_fixed_point(cell, x, method=gs.Picard(), max_steps=4, warn=False)
+rough = gs.find_fixed_point(cell, x, method=gs.fixed_point.Picard(), max_steps=4, warn=False)
 with warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     rough_problem = gs.FixedPointProblem.from_module(cell, rough.value, x)

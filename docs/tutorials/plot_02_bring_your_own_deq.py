@@ -13,7 +13,7 @@ tutorial plugs in the three usual shapes of a model:
    checked against a closed form;
 3. a `TorchDEQ <https://github.com/locuslab/torchdeq>`_ model, whose own phantom
    gradient (left in ``.grad`` by its training backward) is judged with
-   :func:`~gradscope.user_gradient`.
+   :func:`~gradscope.estimators.user_gradient`.
 """
 
 # %%
@@ -89,10 +89,10 @@ h_star = torch.linalg.solve(eye - W, x1)
 
 problem_fn = gs.FixedPointProblem.from_function(linear_layer, {"W": W}, h_star, x1)
 g1 = torch.randn(d, dtype=torch.float64)
-exact_fn = gs.estimate_gradient(problem_fn, g1, gs.Exact(gs.GMRES(rtol=1e-12)))
+exact_fn = gs.estimate_gradient(problem_fn, g1, gs.Exact(gs.solvers.GMRES(rtol=1e-12)))
 
 u = torch.linalg.solve(eye - W.T, g1)
-closed_form = gs.GradientEstimate.from_grads(
+closed_form = gs.estimators.GradientEstimate.from_grads(
     {"W": torch.outer(u, h_star)}, (u,), name="closed form"
 )
 print(gs.compare(exact_fn, closed_form))
@@ -155,7 +155,7 @@ if get_deq is not None:
     # gradscope: the same cell at its equilibrium, the same cotangent.
     tfp = gs.find_fixed_point(tcell, xb, rtol=1e-12)
     tproblem = gs.FixedPointProblem.from_module(tcell, tfp.value, xb)
-    theirs = gs.user_gradient(tcell, tproblem, name="TorchDEQ grad=5, tau=0.5")
+    theirs = gs.estimators.user_gradient(tcell, tproblem, name="TorchDEQ grad=5, tau=0.5")
     texact = gs.estimate_gradient(tproblem, c, gs.Exact())
     print(gs.compare(theirs, texact))
 
@@ -176,7 +176,7 @@ if get_deq is not None:
 # %%
 # Two remarks for real models:
 #
-# * :func:`~gradscope.user_gradient` copies ``.grad``, which holds *every* path of the
+# * :func:`~gradscope.estimators.user_gradient` copies ``.grad``, which holds *every* path of the
 #   loss into the parameters. Compare like with like: the cotangent you hand
 #   :func:`~gradscope.estimate_gradient` must be the one the training used on the DEQ
 #   output (for a non-linear loss, take it with ``torch.autograd.grad(loss, z)``), and

@@ -18,9 +18,9 @@ This tutorial reads that off a model twice:
 
 The tools: :func:`~gradscope.check_theory` (one call, a printed report),
 :func:`gradscope.plots.plot_spectrum` (the eigenvalues with the stability disks of
-:math:`B_\\lambda`), :func:`~gradscope.damping_limit`,
-:func:`~gradscope.optimal_damping`, :func:`~gradscope.steps_needed`, and a
-:func:`~gradscope.sweep` of the :math:`(k, \\lambda)` grid against the exact gradient.
+:math:`B_\\lambda`), :func:`~gradscope.theory.damping_limit`,
+:func:`~gradscope.theory.optimal_damping`, :func:`~gradscope.theory.steps_needed`, and a
+:func:`~gradscope.sweeps.sweep` of the :math:`(k, \\lambda)` grid against the exact gradient.
 """
 
 # %%
@@ -64,7 +64,7 @@ def equilibrium(scale):
 
 
 def rho_at(scale):
-    return gs.spectral_radius(equilibrium(scale), gs.DenseSpectrum()).value
+    return gs.spectral_radius(equilibrium(scale), gs.spectral.DenseSpectrum()).value
 
 
 target, lo, hi = 0.9, 0.0, 2.0  # bisection on the scale of W: ρ(J) = 0.44 at 1, > 1 at 2
@@ -116,29 +116,29 @@ print(report["cosine"].value, report.limit.exists, report.steps.tolerance_steps)
 # gives larger disks (more robust) that converge more slowly near :math:`\mu = 1`. The
 # disk of :math:`\lambda = 1` is the unit disk.
 
-spectrum = gs.spectral_radius(problem, gs.DenseSpectrum())
+spectrum = gs.spectral_radius(problem, gs.spectral.DenseSpectrum())
 fig = gs.plots.plot_spectrum(spectrum.eigenvalues, damping=[0.5, 1.0])
 
 # %%
 # The same numbers as function calls:
 
-limit = gs.damping_limit(spectrum)
-choice = gs.optimal_damping(spectrum)
+limit = gs.theory.damping_limit(spectrum)
+choice = gs.theory.optimal_damping(spectrum)
 print(limit.message)
 print(f"optimal λ in (0, 1]: {choice.damping:.3g}, ρ(B_λ) = {choice.radius:.3g}")
 for lam in (0.5, choice.damping):
-    k = gs.steps_needed(problem, lam, tol=1e-3)
+    k = gs.theory.steps_needed(problem, lam, tol=1e-3)
     print(f"λ = {lam:.3g}: k = {k.tolerance_steps} for a relative adjoint error ≤ 1e-3")
     print("   ", k.note)
 
 # %%
 # The sweep: what the grid really gives
 # ~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~~
-# The bounds are worst cases over all cotangents. :func:`~gradscope.sweep` measures
+# The bounds are worst cases over all cotangents. :func:`~gradscope.sweeps.sweep` measures
 # one cotangent: every :math:`(k, \lambda)` of NPG against the exact gradient.
 
 ks, lambdas = range(1, 10), (0.1, 0.3, 0.5, 0.7, 0.9, 1.0)
-result = gs.sweep(problem, g, steps=ks, dampings=lambdas, methods=(gs.Neumann,))
+result = gs.sweeps.sweep(problem, g, steps=ks, dampings=lambdas, methods=(gs.Neumann,))
 frame = result.to_dataframe().rename(columns={"steps": "k"})
 fig = gs.plots.plot_damping_heatmap(
     frame, value="cosine", title="NPG: cosine to the exact gradient"
@@ -149,7 +149,7 @@ print(result.table("relative_error"))
 # With a spectrum inside the unit disk, larger :math:`\lambda` is better at equal
 # :math:`k` (the effective horizon is :math:`k\lambda`), as the report's optimal
 # :math:`\lambda = 1` predicted. Even :math:`k = 9` leaves a relative error near 0.4 at
-# :math:`\rho(J) = 0.9`: :func:`~gradscope.steps_needed` above asks for :math:`k = 71` at
+# :math:`\rho(J) = 0.9`: :func:`~gradscope.theory.steps_needed` above asks for :math:`k = 71` at
 # :math:`\lambda = 1` for :math:`10^{-3}`. Whether a biased but well-aligned gradient
 # is good enough for training is a different question; the monitoring tutorial
 # measures it along training.
@@ -186,10 +186,10 @@ print(report2)
 # complex plane: the eigenvalue at :math:`-1.5` lies outside the disk of
 # :math:`\lambda = 1` (the unit disk) and inside the disk of :math:`\lambda = 0.5`.
 
-spectrum2 = gs.spectral_radius(problem2, gs.DenseSpectrum())
+spectrum2 = gs.spectral_radius(problem2, gs.spectral.DenseSpectrum())
 fig = gs.plots.plot_spectrum(spectrum2.eigenvalues, damping=[1.0, 0.5])
-print(gs.damping_limit(spectrum2).message)
-choice2 = gs.optimal_damping(spectrum2)
+print(gs.theory.damping_limit(spectrum2).message)
+choice2 = gs.theory.optimal_damping(spectrum2)
 print(f"optimal λ: {choice2.damping:.3g} (ρ(B_λ) = {choice2.radius:.3g})")
 
 # %%
@@ -199,7 +199,7 @@ print(f"optimal λ: {choice2.damping:.3g} (ρ(B_λ) = {choice2.radius:.3g})")
 # :class:`~gradscope.ConvergenceWarning` message in their ``warning`` column. At
 # :math:`\lambda \le 0.7` the error falls steadily.
 
-result2 = gs.sweep(problem2, g2, steps=ks, dampings=lambdas, methods=(gs.Neumann,))
+result2 = gs.sweeps.sweep(problem2, g2, steps=ks, dampings=lambdas, methods=(gs.Neumann,))
 frame2 = result2.to_dataframe().rename(columns={"steps": "k"})
 title = "NPG: relative error (linear cell, μ = −1.5)"
 fig = gs.plots.plot_damping_heatmap(frame2, value="relative_error", title=title, fmt=".2g")

@@ -11,20 +11,20 @@ certified solve, and compares the training gradient and a few other estimators w
 it. It never changes the training (no ``.grad``, parameter, RNG state or train/eval
 flag is touched).
 
-This tutorial trains :class:`~gradscope.DigitsDEQ` — a small DEQ classifier — on
-scikit-learn's real 8×8 digit images (:func:`~gradscope.load_digits_tensors`) with
+This tutorial trains :class:`~gradscope.synthetic.DigitsDEQ` — a small DEQ classifier — on
+scikit-learn's real 8×8 digit images (:func:`~gradscope.synthetic.load_digits_tensors`) with
 NPG, :class:`~gradscope.Neumann` ``(5, 0.5)``, and reads what the monitor recorded.
 """
 
 # %%
 # The model, the data and the monitor
 # -----------------------------------
-# :class:`~gradscope.DigitsDEQ` is ``x ↦ z = U x + b ↦ h* = tanh(W h* + z) ↦ V h* + c``;
+# :class:`~gradscope.synthetic.DigitsDEQ` is ``x ↦ z = U x + b ↦ h* = tanh(W h* + z) ↦ V h* + c``;
 # its implicit layer is ``model.layer``, trained here with ``Neumann(5, 0.5)``.
 # The monitor observes every 20 steps and compares the training estimator (added
 # automatically, role ``"training"``) and two others, UPG ``Unrolled(5, 0.5)`` and the
 # one-step gradient ``OneStep()``, with the exact gradient (``Exact(GMRES(rtol=1e-6))``
-# by default). A :class:`~gradscope.CSVSink` also writes the rows to a file, as a
+# by default). A :class:`~gradscope.monitor.CSVSink` also writes the rows to a file, as a
 # training script would.
 
 import tempfile
@@ -37,17 +37,17 @@ import torch
 import gradscope as gs
 
 torch.manual_seed(0)
-data = gs.load_digits_tensors(seed=0)
+data = gs.synthetic.load_digits_tensors(seed=0)
 print("train", tuple(data.x_train.shape), "test", tuple(data.x_test.shape))
 
-model = gs.DigitsDEQ(width=32, estimator=gs.Neumann(5, 0.5))
+model = gs.synthetic.DigitsDEQ(width=32, estimator=gs.Neumann(5, 0.5))
 print(model)
 
 folder = Path(tempfile.mkdtemp())
 monitor = gs.GradientMonitor(
     estimators=[gs.Unrolled(5, 0.5), gs.OneStep()],
-    schedule=gs.Every(20),
-    sinks=[gs.CSVSink(folder / "gradients.csv")],
+    schedule=gs.monitor.Every(20),
+    sinks=[gs.monitor.CSVSink(folder / "gradients.csv")],
 )
 monitor.attach(model.layer, name="deq")
 
@@ -120,9 +120,9 @@ checks = frame[reference & frame["metric"].isin(["converged", "residual"])]
 print(checks.pivot_table(index="step", columns=["role", "metric"], values="value"))
 
 # %%
-# The same rows, read back from the CSV file with :func:`~gradscope.read_records`:
+# The same rows, read back from the CSV file with :func:`~gradscope.monitor.read_records`:
 
-print(gs.read_records(folder / "gradients.csv").shape, frame.shape)
+print(gs.monitor.read_records(folder / "gradients.csv").shape, frame.shape)
 
 # %%
 # Figures

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import check_tensor
-from .estimators import (
+from .._checks import check_tensor
+from ..estimators import (
     Estimator,
     Exact,
     Neumann,
@@ -23,9 +23,9 @@ from .estimators import (
     check_estimator,
     estimate_gradient,
 )
-from .metrics import Comparison
-from .problem import FixedPointProblem, check_problem
-from .spectral import (
+from ..metrics import Comparison
+from ..problem import FixedPointProblem, check_problem
+from ..spectral import (
     Arnoldi,
     DenseSpectrum,
     Lanczos,
@@ -35,7 +35,7 @@ from .spectral import (
     spectral_norm,
     spectral_radius,
 )
-from .theory import (
+from .core import (
     DERIVED,
     THEOREM1,
     AscentCheck,
@@ -260,8 +260,9 @@ def check_theory(
     add(Finding("λ_max", limit.value, limit.message, DERIVED))
 
     phantom = isinstance(estimator, (Neumann, Unrolled, OneStep))
-    lam = float(estimator.damping) if phantom else optimum.damping
-    k = int(estimator.steps) if phantom else None
+    # OneStep is the k = 1, λ = 1 phantom gradient.
+    lam = float(getattr(estimator, "damping", 1.0)) if phantom else optimum.damping
+    k = int(getattr(estimator, "steps", 1)) if phantom else None
     rho_B = damped_radius(mu, lam)
     if phantom:
         add(

@@ -1,43 +1,39 @@
 r"""Damping bounds, steps needed and Theorem 1 (ascent direction), checked numerically.
 
-* :func:`~gradscope.damping_limit`: ``ρ(B_λ) < 1`` ⟺ every ``Re μ < 1`` and
+* :func:`~gradscope.theory.damping_limit`: ``ρ(B_λ) < 1`` ⟺ every ``Re μ < 1`` and
   ``0 < λ < λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` over the eigenvalues μ of J
   [derived, THEORY.md §5].
-* :func:`~gradscope.optimal_damping`: ``argmin_{λ ∈ (0, 1]} max_μ |1 − λ(1 − μ)|`` (convex in λ)
+* :func:`~gradscope.theory.optimal_damping`: ``argmin_{λ ∈ (0, 1]} max_μ |1 − λ(1 − μ)|`` (convex in λ)
   [derived, THEORY.md §5].
-* :func:`~gradscope.steps_needed`: the k with ``‖B_λ^k‖₂ ≤ 1/κ²`` (Theorem 1 then holds for NPG at
+* :func:`~gradscope.theory.steps_needed`: the k with ``‖B_λ^k‖₂ ≤ 1/κ²`` (Theorem 1 then holds for NPG at
   an exact fixed point, since ``E_neu = −F_θᵀ(B_λᵀ)^k`` [derived, THEORY.md §5]) and
   the k with ``‖B_λ^k‖₂ ≤ tol`` (worst-case relative adjoint error), computed from the
   norms of the powers themselves, not only from ``ρ(B_λ)^k``.
-* :func:`~gradscope.check_ascent`: Geng et al. 2021, Theorem 1: if
+* :func:`~gradscope.theory.check_ascent`: Geng et al. 2021, Theorem 1: if
   ``‖P(I − Jᵀ) − F_θᵀ‖₂ ≤ σ_min(F_θ)²/σ_max(F_θ)`` then ``⟨∇̂, ∇⟩ ≥ 0``.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import torch
 
-from ._checks import check_damping, check_positive, check_steps, check_tensor, fail
-from .estimators import (
+from .._checks import check_damping, check_positive, check_steps, check_tensor, fail
+from ..estimators import (
     Estimator,
     Exact,
     GradientEstimate,
-    Neumann,
-    OneStep,
     Unrolled,
     check_estimator,
-    estimate_gradient,
 )
-from .exceptions import ConvergenceWarning
-from .metrics import Comparison, compare
-from .operators import JacobianOperators
-from .problem import FixedPointProblem, check_problem
-from .solvers import linear_solve
-from .spectral import (
+from ..estimators.base import as_adjoint
+from ..estimators.estimate import run_estimator
+from ..metrics import Comparison, compare
+from ..operators import Counted, jacobian_transpose, param_jacobian_dense, param_vjp
+from ..problem import FixedPointProblem, check_problem
+from ..spectral import (
     Arnoldi,
     DenseSpectrum,
     Lanczos,
@@ -168,9 +164,9 @@ def damping_limit(source: object, *, dense: bool | None = None) -> DampingLimit:
 
     Example:
         >>> import torch, gradscope as gs
-        >>> gs.damping_limit(torch.tensor([-3.0, 0.5])).value  # 2·4/16 = 0.5
+        >>> gs.theory.damping_limit(torch.tensor([-3.0, 0.5])).value  # 2·4/16 = 0.5
         0.5
-        >>> gs.damping_limit(torch.tensor([1.2, 0.5])).exists
+        >>> gs.theory.damping_limit(torch.tensor([1.2, 0.5])).exists
         False
 
     """
@@ -222,7 +218,7 @@ def optimal_damping(source: object, *, dense: bool | None = None) -> DampingChoi
 
     Example:
         >>> import torch, gradscope as gs
-        >>> choice = gs.optimal_damping(torch.tensor([-3.0, 0.5]))  # 2/(2 + 3 − 0.5)
+        >>> choice = gs.theory.optimal_damping(torch.tensor([-3.0, 0.5]))  # 2/(2 + 3 − 0.5)
         >>> round(choice.damping, 6), round(choice.radius, 6)
         (0.444444, 0.777778)
 
@@ -295,7 +291,7 @@ def param_singular_values(
         >>> fn = lambda p, h, x: p["W"] @ h + p["b"] + x
         >>> p = {"W": torch.zeros(2, 2, dtype=torch.float64), "b": torch.zeros(2, dtype=torch.float64)}
         >>> x = torch.ones(2, dtype=torch.float64)
-        >>> smax, smin = gs.param_singular_values(gs.FixedPointProblem.from_function(fn, p, x, x))
+        >>> smax, smin = gs.theory.param_singular_values(gs.FixedPointProblem.from_function(fn, p, x, x))
         >>> round(smax, 10), round(smin, 10)  # F_θ = [h*ᵀ ⊗ I, I]: σ² = 1 + ‖h*‖² = 3
         (1.7320508076, 1.7320508076)
 
@@ -304,14 +300,15 @@ def param_singular_values(
     d = problem.h_star.numel()
     p = sum(t.numel() for t in problem.params.values())
     dense = (d <= 256 and d * p <= 10**6) if dense is None else dense
-    ops = JacobianOperators(problem)
     if dense:
-        s = torch.linalg.svdvals(ops.param_jacobian_dense())
+        s = torch.linalg.svdvals(param_jacobian_dense(problem))
         return float(s[0]), float(s[d - 1]) if p >= d else 0.0
     h = problem.h_star
 
     def apply(v: torch.Tensor) -> torch.Tensor:  # F_θ F_θᵀ on (1, d)
-        return _param_jvp(problem, _param_flat(ops.param_vjp(v.reshape(h.shape))[0])).reshape(1, -1)
+        return _param_jvp(problem, _param_flat(param_vjp(problem, v.reshape(h.shape))[0])).reshape(
+            1, -1
+        )
 
     g = torch.Generator(device=h.device).manual_seed(0)
     v0 = torch.randn((1, d), generator=g, dtype=h.dtype, device=h.device)
@@ -410,7 +407,7 @@ def steps_needed(
         >>> x = torch.ones(2, dtype=torch.float64)
         >>> h = torch.linalg.solve(torch.eye(2, dtype=torch.float64) - W, x)
         >>> problem = gs.FixedPointProblem.from_function(fn, {"W": W}, h, x)
-        >>> k = gs.steps_needed(problem, 1.0, tol=1e-3, kappa=1.0)
+        >>> k = gs.theory.steps_needed(problem, 1.0, tol=1e-3, kappa=1.0)
         >>> k.asymptotic_steps, k.tolerance_steps  # 0.5^k ≤ 1e-3 at k=10; ‖W^k‖ needs more
         (10, 18)
 
@@ -428,12 +425,11 @@ def steps_needed(
         kappa = smax / smin if smin > 1e-12 * smax else math.inf
     layout = _Layout(problem)
     dense = layout.n <= 512 if dense is None else dense
-    ops = JacobianOperators(problem)
     target1 = 1 / kappa**2 if math.isfinite(kappa) else 0.0
     norms: list[float] = []
     k1 = ktol = None
     if dense:
-        J = ops.J.dense(per_sample=layout.per_sample)
+        J = jacobian_transpose(problem).T.dense(per_sample=layout.per_sample)
         J = J if layout.per_sample else J[None]
         eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
         B = (1 - lam) * eye + lam * J
@@ -446,7 +442,7 @@ def steps_needed(
                 break
             power = power @ B
     else:
-        from .spectral import damped_power_norm
+        from ..spectral import damped_power_norm
 
         mu = spectral_radius(problem).ritz_values.reshape(-1)
         mu = mu[~torch.isnan(mu.real)]
@@ -514,7 +510,7 @@ class AscentCheck:
         inner: ``⟨∇̂, ∇⟩`` for the given cotangent (None without one).
         cosine: cosine of ∇̂ and ∇ (None without a cotangent).
         relative_error: ``‖∇̂ − ∇‖/‖∇‖`` (None without a cotangent).
-        comparison: the full :class:`~gradscope.Comparison` (None without a cotangent).
+        comparison: the full :class:`~gradscope.metrics.Comparison` (None without a cotangent).
         warnings: numerical warnings raised while building P (deduplicated).
         source: where the statement comes from.
 
@@ -560,32 +556,21 @@ class AscentCheck:
         )
 
 
-def _phantom_transpose(problem: FixedPointProblem, estimator: Estimator, ops: JacobianOperators):
-    """``z ↦ Pᵀ z`` (parameter vector to state) for the estimator's map ``P : g ↦ ∇̂``."""
-    if isinstance(estimator, (Neumann, OneStep)):
-        k, lam = estimator.steps, float(estimator.damping)
-        B = ops.damped(lam) if lam != 1.0 else ops.J
+def _phantom_transpose(problem: FixedPointProblem, estimator: Estimator, J):
+    """``z ↦ Pᵀ z`` (parameter vector to state) for the estimator's map ``P : g ↦ ∇̂``.
 
-        def neumann_T(z: torch.Tensor) -> torch.Tensor:  # λ Σ_{t<k} B^t F_θ z
-            term = _param_jvp(problem, z)
-            total = term
-            for _ in range(k - 1):
-                term = B(term)
-                total = total + term
-            return lam * total
-
-        return neumann_T
+    ``P g = F_θᵀ u(Jᵀ, g)`` where the adjoint ``u`` is a polynomial or rational function of
+    ``Jᵀ`` applied to g; its transpose is the same function of ``J``, so
+    ``Pᵀ z = u(J, F_θ z)``: the estimator's own :meth:`~gradscope.Estimator.adjoint`, called
+    with J. :class:`~gradscope.Unrolled` differentiates its trajectory instead, so its
+    transpose is a parameter JVP through the k unrolled steps.
+    """
     if isinstance(estimator, Unrolled):
-        k, lam = estimator.steps, float(estimator.damping)
         inputs = tuple(x.detach() for x in problem.inputs)
+        params = {n: p.detach() for n, p in problem.params.items()}
 
         def unroll(params):
-            h = problem.h_star
-            for _ in range(k):
-                h = (1 - lam) * h + lam * problem.fn(params, h, *inputs)
-            return h
-
-        params = {n: p.detach() for n, p in problem.params.items()}
+            return estimator.unroll(lambda h: problem.fn(params, h, *inputs), problem.h_star)
 
         def unrolled_T(z: torch.Tensor) -> torch.Tensor:  # ∂h_k/∂θ · z
             tangents, offset = {}, 0
@@ -596,27 +581,18 @@ def _phantom_transpose(problem: FixedPointProblem, estimator: Estimator, ops: Ja
 
         return unrolled_T
 
-    solver = estimator.solver
-    per_sample = problem.samples_independent if solver.per_sample is None else solver.per_sample
+    def adjoint_T(z: torch.Tensor) -> torch.Tensor:
+        v = _param_jvp(problem, z)
+        return as_adjoint(estimator.adjoint(J, v), estimator.name, v).value
 
-    def exact_T(z: torch.Tensor) -> torch.Tensor:  # (I − J)⁻¹ F_θ z by the same solver
-        return linear_solve(
-            ops.identity_minus_J, _param_jvp(problem, z), solver, per_sample=per_sample
-        ).value
-
-    return exact_T
+    return adjoint_T
 
 
 def _apply_P(problem, estimator, g, caught: list) -> torch.Tensor:
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always", ConvergenceWarning)
-        flat = estimate_gradient(problem, g, estimator).flat()
-    for w in record:
-        if issubclass(w.category, ConvergenceWarning):
-            caught.append(str(w.message))
-        else:
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return flat
+    estimate = run_estimator(problem, g, estimator, call="check_ascent")
+    if not estimate.status.ok:
+        caught.append(estimate.failure_message("check_ascent"))
+    return estimate.flat()
 
 
 def check_ascent(
@@ -663,7 +639,7 @@ def check_ascent(
         >>> p = {"W": W, "b": torch.zeros(2, dtype=torch.float64)}
         >>> h = torch.linalg.solve(torch.eye(2, dtype=torch.float64) - W, x)
         >>> problem = gs.FixedPointProblem.from_function(fn, p, h, x)
-        >>> check = gs.check_ascent(problem, gs.Neumann(10, 1.0), torch.ones(2, dtype=torch.float64))
+        >>> check = gs.theory.check_ascent(problem, gs.Neumann(10, 1.0), torch.ones(2, dtype=torch.float64))
         >>> check.verdict, check.inner > 0
         ('holds', True)
 
@@ -674,30 +650,31 @@ def check_ascent(
     h = problem.h_star
     d = h.numel()
     dense = d <= 64 if dense is None else dense
-    ops = JacobianOperators(problem)
+    JT = Counted(jacobian_transpose(problem))
+    J = JT.T
     caught: list[str] = []
     if dense:
-        F = ops.param_jacobian_dense()  # (d, p)
+        F = param_jacobian_dense(problem)  # (d, p)
         eye = torch.eye(d, dtype=h.dtype, device=h.device)
         P = torch.stack(
             [_apply_P(problem, estimator, eye[i].reshape(h.shape), caught) for i in range(d)], dim=1
         )  # (p, d)
-        JT = ops.JT.dense()
-        E = P @ (eye - JT) - F.T
+        E = P @ (eye - JT.dense()) - F.T
         error = float(torch.linalg.matrix_norm(E, 2))
         s = torch.linalg.svdvals(F)
         smax = float(s[0])
         smin = float(s[d - 1]) if F.shape[1] >= d else 0.0
         method = "dense"
     else:
-        PT = _phantom_transpose(problem, estimator, ops)
+        PT = _phantom_transpose(problem, estimator, J)
+        I_minus_JT, I_minus_J = JT.identity() - JT, J.identity() - J
 
         def apply(v: torch.Tensor) -> torch.Tensor:  # EᵀE on (1, d)
             w = v.reshape(h.shape)
-            Ew = _apply_P(problem, estimator, ops.adjoint(w), caught) - _param_flat(
-                ops.param_vjp(w)[0]
+            Ew = _apply_P(problem, estimator, I_minus_JT(w), caught) - _param_flat(
+                param_vjp(problem, w)[0]
             )
-            ETEw = ops.identity_minus_J(PT(Ew)) - _param_jvp(problem, Ew)
+            ETEw = I_minus_J(PT(Ew)) - _param_jvp(problem, Ew)
             return ETEw.reshape(1, -1)
 
         g0 = torch.Generator(device=h.device).manual_seed(0)
@@ -719,13 +696,12 @@ def check_ascent(
     if cotangent is not None:
         cotangent = check_tensor(call, "cotangent", cotangent)
         if exact is None:
-            exact = estimate_gradient(problem, cotangent, Exact())
-        caught_now: list[str] = []
-        with warnings.catch_warnings(record=True) as record:
-            warnings.simplefilter("always", ConvergenceWarning)
-            estimate = estimate_gradient(problem, cotangent, estimator)
-        caught_now.extend(str(w.message) for w in record)
-        caught.extend(caught_now)
+            exact = run_estimator(problem, cotangent, Exact(), call=call)
+            if not exact.status.ok:
+                caught.append(exact.failure_message(call))
+        estimate = run_estimator(problem, cotangent, estimator, call=call)
+        if not estimate.status.ok:
+            caught.append(estimate.failure_message(call))
         comparison = compare(estimate, exact)
         inner, cosine, rel = comparison.inner, comparison.cosine, comparison.relative_error
     unique = tuple(dict.fromkeys(caught))

@@ -1,0 +1,31 @@
+r"""Gradient estimators: the exact implicit gradient and the phantom gradients.
+
+* :mod:`~gradscope.estimators.base`: the :class:`Estimator` interface (``g ↦ u``, then
+  the shared ``F_θᵀu``);
+* :mod:`~gradscope.estimators.exact`: :class:`Exact` (solve ``(I − Jᵀ)u = g``);
+* :mod:`~gradscope.estimators.neumann`: :class:`Neumann` (NPG) and :class:`OneStep`;
+* :mod:`~gradscope.estimators.unrolled`: :class:`Unrolled` (UPG);
+* :mod:`~gradscope.estimators.estimate`: :func:`estimate_gradient`, its
+  :class:`GradientEstimate` and :class:`Cost`, and :func:`user_gradient`.
+"""
+
+from .base import Adjoint, Estimator, Gradient, check_estimator
+from .estimate import Cost, GradientEstimate, estimate_gradient, user_gradient
+from .exact import Exact
+from .neumann import Neumann, OneStep
+from .unrolled import Unrolled
+
+__all__ = [
+    "Adjoint",
+    "Cost",
+    "Estimator",
+    "Exact",
+    "Gradient",
+    "GradientEstimate",
+    "Neumann",
+    "OneStep",
+    "Unrolled",
+    "check_estimator",
+    "estimate_gradient",
+    "user_gradient",
+]

@@ -1,0 +1,29 @@
+"""Linear operators on states, and the Jacobians of F at the equilibrium as operators.
+
+* :mod:`~gradscope.operators.base`: :class:`LinearOperator` and its algebra (transpose,
+  identity, sums, differences, scalar multiples, :func:`damped`), :class:`Counted`;
+* :mod:`~gradscope.operators.jacobian`: ``v ↦ Jᵀv`` and ``v ↦ Jv`` at h* by automatic
+  differentiation, and the parameter products ``F_θᵀ v``, ``F_θ z``.
+"""
+
+from .base import Counted, FunctionOperator, Identity, LinearOperator, damped
+from .jacobian import (
+    JacobianTranspose,
+    jacobian_transpose,
+    param_jacobian_dense,
+    param_jvp,
+    param_vjp,
+)
+
+__all__ = [
+    "Counted",
+    "FunctionOperator",
+    "Identity",
+    "JacobianTranspose",
+    "LinearOperator",
+    "damped",
+    "jacobian_transpose",
+    "param_jacobian_dense",
+    "param_jvp",
+    "param_vjp",
+]
