@@ -1,7 +1,7 @@
 r"""Gradient estimators: the exact implicit gradient and the phantom gradients.
 
 Every estimator turns the cotangent ``g = ∂ℓ/∂h*`` into parameter and input gradients
-(THEORY.md §2–3):
+(:ref:`theory-exact-gradient`, :ref:`theory-phantom-gradients`):
 
 ================  ============================================  =======================
 estimator         gradient                                      memory
@@ -114,7 +114,7 @@ class Neumann:
 
     ``v ← g``, then k − 1 times ``v ← g + B_λᵀ v``, then ``∇̂ = λ F_θᵀ v`` — that is
     ``λ F_θᵀ Σ_{t<k} (B_λᵀ)^t g`` with ``B_λ = (1 − λ)I + λJ`` at h*. k VJPs, one graph
-    of F. Its adjoint error is ``u* − u_k = (B_λᵀ)^k u*`` [derived, THEORY.md §5].
+    of F. Its adjoint error is ``u* − u_k = (B_λᵀ)^k u*`` [derived, :ref:`theory-neumann-error`].
 
     Args:
         steps: k ≥ 1.

@@ -1,6 +1,6 @@
 r"""Matrix-free operators at the equilibrium: J, Jᵀ, I − Jᵀ, B_λ and F_θᵀ, F_xᵀ.
 
-With ``J = ∂F/∂h`` at h* (THEORY.md §1), everything gradscope computes is built from
+With ``J = ∂F/∂h`` at h* (:ref:`theory-setting`), everything gradscope computes is built from
 
 * ``Jᵀv`` and ``F_θᵀ v``, ``F_xᵀ v``: vector–Jacobian products that walk the one autograd
   graph of F at h* again (:attr:`FixedPointProblem.linearization <gradscope.FixedPointProblem.linearization>`);
