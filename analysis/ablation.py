@@ -1,10 +1,11 @@
 r"""Ablation over (k, λ): test accuracy after training with UPG / NPG A(k, λ) (paper Fig. 3, small scale).
 
-Claim (Geng et al., NeurIPS 2021, ablation figure on CIFAR-10 with a small MDEQ; THEORY.md
-§7): after training with the phantom gradient A(k, λ), test accuracy is best and stable
-over k = 1..9 for λ = 0.5; λ = 0.1 is weak (the phantom is ``P ≈ kλ F_θᵀ``, an effective
-horizon of kλ ≪ 1: THEORY.md §5); λ ∈ {0.9, 1.0} degrade for k ≥ 8; NPG collapses at
-large k (k = 9: ≈ 69.5 % against ≈ 86 % for UPG).
+Claim (Geng et al., NeurIPS 2021, ablation figure on CIFAR-10 with a small MDEQ;
+docs/explanation/paper_results.rst (theory-paper-figures)): after training with the
+phantom gradient A(k, λ), test accuracy is best and stable over k = 1..9 for λ = 0.5;
+λ = 0.1 is weak (the phantom is ``P ≈ kλ F_θᵀ``, an effective horizon of kλ ≪ 1:
+docs/explanation/damping.rst (theory-damping)); λ ∈ {0.9, 1.0} degrade for k ≥ 8; NPG
+collapses at large k (k = 9: ≈ 69.5 % against ≈ 86 % for UPG).
 
 Setting (our choice, stated; a small-scale stand-in, not CIFAR-10): the scikit-learn
 digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`, width 32, float32; 1348 training / 449 test
@@ -16,7 +17,8 @@ divides out the gradient's scale, so the kλ shrinkage of small λ would not sho
 the equilibrium of a fixed batch of 64 test images (dense Jacobians, float32): ρ(J),
 ``ρ(B_λ) = max |1 − λ(1 − μ)|`` over the eigenvalues μ of J, ``‖B_λ^k‖₂``
 (:func:`gradscope.spectral.damped_power_norm`, the worst-case NPG adjoint error factor,
-THEORY.md §5) and the cosine of its training gradient to the exact one (GMRES).
+docs/explanation/phantom_gradients.rst (theory-neumann-error)) and the cosine of its
+training gradient to the exact one (GMRES).
 
 Checks (the verdict) -- only what is robustly expected at this scale:
 

@@ -1,9 +1,10 @@
 r"""Speed: phantom gradients make the backward and the training step faster than the exact gradient (paper Table 3).
 
-Claim (Geng et al., NeurIPS 2021, Table 3 "speed" column; THEORY.md §7): training with
-the phantom gradient UPG/NPG A(5, λ) is faster than training with the exact implicit
-gradient -- the paper reports 1.4–2.2× (whether for the whole step or the backward alone
-is not stated, so both are timed here).
+Claim (Geng et al., NeurIPS 2021, Table 3 "speed" column;
+docs/explanation/paper_results.rst (theory-paper-figures)): training with the phantom
+gradient UPG/NPG A(5, λ) is faster than training with the exact implicit gradient -- the
+paper reports 1.4–2.2× (whether for the whole step or the backward alone is not stated,
+so both are timed here).
 
 Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`,
 width 48, batch 64, float32, Anderson forward to rtol 1e-4) on one CPU thread, at two

@@ -1,7 +1,7 @@
 """The damping limit λ_max predicts exactly where the Neumann phantom gradient (NPG) diverges.
 
-Claim [derived, THEORY.md §5]: the k-step Neumann series with damping λ converges as
-k → ∞ iff ``λ < λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` (``gs.theory.damping_limit``). On random
+Claim [derived, docs/explanation/damping.rst (theory-damping)]: the k-step Neumann
+series with damping λ converges as k → ∞ iff ``λ < λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` (``gs.theory.damping_limit``). On random
 linear cells ``F(h) = W h + b + x`` whose J = W has eigenvalues with negative real part
 or complex outliers (so λ_max < 1), NPG(k = 300, λ) is observed to converge to the exact
 gradient (relative error < 1e-4) for every λ with ρ(B_λ) < 0.95 and to diverge

@@ -1,9 +1,11 @@
 r"""Dynamic precision: phantom gradients stay close to the exact one along training (paper Fig. 2).
 
-Claim (Geng et al., NeurIPS 2021, "dynamic precision" figure; THEORY.md §3, §7): while a
-DEQ trains with a phantom gradient, the cosine between the phantom gradient A(5, 0.5)
-(UPG and NPG) and the exact implicit gradient stays high all along training -- most of
-its mass near or above 0.9.
+Claim (Geng et al., NeurIPS 2021, "dynamic precision" figure;
+docs/explanation/phantom_gradients.rst (theory-phantom-gradients),
+docs/explanation/paper_results.rst (theory-paper-figures)): while a DEQ trains with a
+phantom gradient, the cosine between the phantom gradient A(5, 0.5) (UPG and NPG) and
+the exact implicit gradient stays high all along training -- most of its mass near or
+above 0.9.
 
 Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`,
 width 32, float64, batch 64; input projection → implicit ``tanh(W h + z)`` → linear
@@ -19,7 +21,8 @@ optimizers, 3 seeds each:
   reflects the paper);
 * ``adamw`` -- AdamW, lr 5e-3, weight decay 0.05 (the recipe of ``gradscope demo``):
   ρ(J) rises toward 0.9–1 and J becomes non-normal (‖J‖₂ > 1), where 5 damped steps are
-  too few (THEORY.md §5: NPG's adjoint error is (B_λᵀ)^k u*).
+  too few (docs/explanation/phantom_gradients.rst (theory-neumann-error): NPG's adjoint
+  error is (B_λᵀ)^k u*).
 
 Checks (the verdict): in the ``sgd`` setting the median cosine of UPG(5, 0.5) and of
 NPG(5, 0.5) to the exact gradient is above 0.9 in every fifth of training. The

@@ -1,7 +1,7 @@
 """The Neumann adjoint error is bounded by ‖B_λ^k‖₂, not by ρ(B_λ)^k.
 
-Claim [derived, THEORY.md §5]: the k-step Neumann (NPG) adjoint satisfies
-``u* − u_k = (B_λᵀ)^k u*``, so its relative error ``‖u* − u_k‖/‖u*‖`` never exceeds
+Claim [derived, docs/explanation/phantom_gradients.rst (theory-neumann-error)]: the
+k-step Neumann (NPG) adjoint satisfies ``u* − u_k = (B_λᵀ)^k u*``, so its relative error ``‖u* − u_k‖/‖u*‖`` never exceeds
 ``‖B_λ^k‖₂`` (``gs.spectral.damped_power_norm``) — on every case, normal or not. For a
 non-normal J the error exceeds ``ρ(B_λ)^k`` (so the spectral radius alone is not a
 bound, and ``gs.theory.steps_needed`` must use the norms); for a normal J, ``‖B_λ^k‖₂ = ρ(B_λ)^k``.

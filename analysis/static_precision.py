@@ -1,11 +1,12 @@
-r"""Static precision of phantom gradients on random tanh DEQs (paper Fig. 1, THEORY.md §3, §7).
+r"""Static precision of phantom gradients on random tanh DEQs (paper Fig. 1).
 
-Claim (Geng et al., NeurIPS 2021, "static precision" figure): at a fixed model, the
+Claim (Geng et al., NeurIPS 2021, "static precision" figure;
+docs/explanation/paper_results.rst (theory-paper-figures)): at a fixed model, the
 phantom gradients UPG A(k, λ) and NPG A(k, λ) point close to the exact implicit
 gradient -- the histogram of cosine(phantom, exact) has its mass above 0.9 and moves
 right as k grows (k = 1..5, λ ∈ {0.5, 1.0}) -- and the UPG and NPG panels are
 identical, because at an exact fixed point every unrolled state equals h*
-(THEORY.md §3, [derived]).
+(docs/explanation/phantom_gradients.rst (theory-phantom-gradients), [derived]).
 
 Family (our choice, stated; the paper's exact synthetic setting is not reproduced):
 ``F(h, x) = tanh(W h + U x + b)`` with width d ∈ {16, 32, 64} (cycled), U Gaussian
@@ -13,9 +14,10 @@ Family (our choice, stated; the paper's exact synthetic setting is not reproduce
 matrix rescaled so that ρ(J) -- the largest spectral radius over the batch of
 ``J_b = diag(1 − h*_b²) W`` at the model's own fixed point -- hits a target drawn
 uniformly from [0.3, 0.9]. ρ(J), not ρ(W), is what the phantom-gradient error depends
-on (THEORY.md §5: NPG's adjoint error is (Bᵀ)^k u*); [0.3, 0.9] spans the
-contractive regime of trained DEQs (THEORY.md §8 measures ρ(J) = 0.38 and 0.81 on
-TorchDEQ cells) and includes the hard end ρ → 0.9 where few steps are crude. The
+on (docs/explanation/phantom_gradients.rst (theory-neumann-error): NPG's adjoint error
+is (Bᵀ)^k u*); [0.3, 0.9] spans the contractive regime of trained DEQs (our measurement
+of the peers, docs/explanation/paper_results.rst (theory-peers), has ρ(J) = 0.38 and
+0.81 on TorchDEQ cells) and includes the hard end ρ → 0.9 where few steps are crude. The
 cotangent g is the gradient at h* of a cross-entropy loss of a random linear read-out
 (10 classes, random labels). Everything in float64; h* is solved to rtol 1e-12 and
 the exact gradient with GMRES at rtol 1e-12. Cosines are over all parameters

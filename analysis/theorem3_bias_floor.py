@@ -1,7 +1,8 @@
-r"""SGD with an ε-biased gradient oracle stalls at a bias floor set by ε (paper Theorem 3, THEORY.md §6).
+r"""SGD with an ε-biased gradient oracle stalls at a bias floor set by ε (paper Theorem 3).
 
-Claim (Geng et al., NeurIPS 2021, Theorem 3): for an ℓ-smooth loss R with an unbiased
-stochastic gradient of bounded covariance, SGD driven by an oracle with
+Claim (Geng et al., NeurIPS 2021, Theorem 3; docs/explanation/theorem1.rst
+(theory-theorem3)): for an ℓ-smooth loss R with an unbiased stochastic gradient of
+bounded covariance, SGD driven by an oracle with
 ``‖∇̂ − ∇R‖ ≤ ε`` and steps ``η_n = η₀/√n`` satisfies
 
     Q_N(ε) := Σ_{n≤N} η_n ‖∇R(θ_n)‖² / Σ_{n≤N} η_n  ≤  O(ε + log N / √N).

@@ -46,7 +46,7 @@ def check_steps(call: str, name: str, value: int, minimum: int = 1) -> None:
 
 
 def check_damping(call: str, value: float) -> None:
-    """Check ``0 < damping ≤ 1`` (THEORY.md §3: λ ∈ (0, 1])."""
+    """Check ``0 < damping ≤ 1`` (:ref:`theory-phantom-gradients`: λ ∈ (0, 1])."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         fail(call, f"damping={value!r} is not a number; expected a float in (0, 1].", TypeError)
     if not (0.0 < value <= 1.0):

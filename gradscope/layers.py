@@ -3,7 +3,7 @@ r"""An implicit layer that trains with any of gradscope's estimators.
 :class:`~gradscope.ImplicitLayer` wraps a cell ``F`` (a module with ``forward(h, *inputs)``) and
 returns the equilibrium ``h* = F(h*, x; θ)``. The forward pass solves for ``h*`` under
 ``torch.no_grad()`` with :func:`~gradscope.find_fixed_point`; the backward pass is the
-estimator's (THEORY.md §2–3):
+estimator's (:ref:`theory-exact-gradient`, :ref:`theory-phantom-gradients`):
 
 * :class:`~gradscope.Unrolled` ``(k, λ)`` — the output is ``h_k``, k damped steps
   ``h_{t+1} = (1 − λ)h_t + λF(h_t)`` from ``h_0 = stopgrad(h*)`` taken with autograd on

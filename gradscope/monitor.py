@@ -8,7 +8,7 @@ never altered), and records
 * the exact gradient ``F_θᵀ (I − Jᵀ)⁻¹ g`` (solver configurable) and its certified solve;
 * for each configured estimator — and the one used for training —
   :func:`~gradscope.compare` against the exact gradient: cosine, relative and absolute
-  error (Theorem 3's ε, THEORY.md §6), inner product (Theorem 1's ascent test), norm
+  error (Theorem 3's ε, :ref:`theory-theorem3`), inner product (Theorem 1's ascent test), norm
   ratio, per parameter;
 * whatever an ``extra`` callable returns (ρ(J), ‖J‖₂, the Theorem-1 verdict, ...).
 

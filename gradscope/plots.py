@@ -212,7 +212,7 @@ def plot_spectrum(
     r"""The spectrum of J in the complex plane, the unit circle and the stability disks of B_λ.
 
     ``ρ(B_λ) < 1`` exactly when every eigenvalue μ of J lies inside the disk of centre
-    ``1 − 1/λ`` and radius ``1/λ`` (THEORY.md §5) — drawn for each damping given.
+    ``1 − 1/λ`` and radius ``1/λ`` (:ref:`theory-damping`) — drawn for each damping given.
 
     Args:
         eigenvalues: complex (or real) eigenvalues, a tensor, array or sequence.
@@ -381,7 +381,7 @@ def plot_jacobian_facts(data, metrics: Sequence[str] = ("rho_J", "jacobian_norm"
     """ρ(J), ‖J‖₂ (or other ``extra`` quantities) along training, with the line at 1.
 
     ρ(J) < 1 keeps the forward iteration and the undamped Neumann series convergent;
-    ‖J‖₂ < 1 makes F a contraction (THEORY.md §2, §5).
+    ‖J‖₂ < 1 makes F a contraction (:ref:`theory-exact-gradient`, :ref:`theory-steps`).
 
     Args:
         data: a :class:`~gradscope.GradientMonitor` or its DataFrame, with the rows that

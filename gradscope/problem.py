@@ -1,7 +1,7 @@
 """The fixed-point problem: F, its equilibrium h*, the inputs and the parameters.
 
 A deep equilibrium layer defines its output as the solution of ``h* = F(h*, x; θ)``
-(THEORY.md §1). :class:`~gradscope.FixedPointProblem` freezes one such equilibrium so that the
+(:ref:`theory-setting`). :class:`~gradscope.FixedPointProblem` freezes one such equilibrium so that the
 gradient estimators, the operators and the theory checks can look at it without
 touching the user's model: parameters enter through :func:`torch.func.functional_call`
 as detached aliases, buffers as copies, so no ``.grad`` and no running statistic of the

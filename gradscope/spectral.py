@@ -1,6 +1,6 @@
 r"""Spectral estimates of the Jacobian at the equilibrium: ρ(J), ‖J‖₂, σ_min(I − J), ‖B_λ^k‖₂.
 
-These numbers decide which gradient estimator can work (THEORY.md §2, §5):
+These numbers decide which gradient estimator can work (:ref:`theory-exact-gradient`, :ref:`theory-damping`):
 
 * ``ρ(J) < 1`` makes fixed-point iteration and the undamped Neumann series converge;
   the eigenvalues μ of J give the admissible damping (:func:`gradscope.theory.damping_limit`);
@@ -8,7 +8,7 @@ These numbers decide which gradient estimator can work (THEORY.md §2, §5):
 * ``σ_min(I − J)`` is the distance of the adjoint system to singularity (``1/σ_min`` is
   the amplification of errors in ``(I − Jᵀ)u = g``);
 * ``‖B_λ^k‖₂`` with ``B_λ = (1 − λ)I + λJ`` is the exact worst-case relative error of the
-  Neumann adjoint, since ``u* − u_k = (B_λᵀ)^k u*`` [derived, THEORY.md §5].
+  Neumann adjoint, since ``u* − u_k = (B_λᵀ)^k u*`` [derived, :ref:`theory-neumann-error`].
 
 Everything is matrix-free (JVPs ``Jv`` and VJPs ``Jᵀv`` through the cached graph of F)
 and batched: when the samples of h* are independent (J block-diagonal), each sample gets
@@ -653,7 +653,7 @@ def spectral_norm(problem: FixedPointProblem, method: NormMethod | None = None) 
     r"""Spectral norm ``‖J‖₂ = σ_max(J)``: Lanczos on ``JᵀJ`` (one JVP + one VJP per step).
 
     ``‖J‖₂ ≥ ρ(J)``, with equality for normal J. ``‖J‖₂ < 1`` makes F a contraction
-    near h* and gives ``‖B_λ^k‖₂ ≤ (1 − λ(1 − ‖J‖₂))^k`` [derived, THEORY.md §5].
+    near h* and gives ``‖B_λ^k‖₂ ≤ (1 − λ(1 − ‖J‖₂))^k`` [derived, :ref:`theory-steps`].
 
     Args:
         problem: the equilibrium.
@@ -735,7 +735,7 @@ def damped_power_norm(
     r"""``‖B_λ^k‖₂`` with ``B_λ = (1 − λ)I + λJ``: the Neumann adjoint's worst-case error.
 
     The k-step Neumann (NPG) adjoint satisfies ``u* − u_k = (B_λᵀ)^k u*``, so
-    ``‖u* − u_k‖ ≤ ‖B_λ^k‖₂ ‖u*‖`` with equality for some g [derived, THEORY.md §5].
+    ``‖u* − u_k‖ ≤ ‖B_λ^k‖₂ ‖u*‖`` with equality for some g [derived, :ref:`theory-neumann-error`].
     For non-normal J this can exceed 1 for small k even when ``ρ(B_λ) < 1``.
     Lanczos on ``(B^k)ᵀB^k``: 2k products per step.
 

@@ -2,7 +2,7 @@ r"""Small models and data for tests and demos: a tanh cell with a controlled Jac
 
 * :class:`~gradscope.synthetic.TanhCell` — ``F(h, x) = tanh(W h + x)`` with ``‖W‖₂`` set on construction, so
   ``‖J‖₂ = ‖diag(1 − tanh²) W‖₂ ≤ ‖W‖₂``: a spectral norm below 1 makes F a contraction
-  (THEORY.md §2), above 1 allows ``ρ(J) ≥ 1``.
+  (:ref:`theory-exact-gradient`), above 1 allows ``ρ(J) ≥ 1``.
 * :func:`~gradscope.synthetic.load_digits_tensors` — scikit-learn's 1797 real 8×8 digit images, standardized,
   split with a seed (scikit-learn is the optional ``data`` extra).
 * :class:`~gradscope.synthetic.DigitsDEQ` — input projection → :class:`~gradscope.ImplicitLayer` with a

@@ -89,7 +89,7 @@ def test_divergent_map_warns_or_raises_and_keeps_best_finite_iterate():
 
 
 def test_damping_rescues_a_map_with_negative_eigenvalue():
-    # μ = −3 (THEORY.md §5): damped iteration converges for λ < 0.5 only.
+    # μ = −3 (docs/explanation/damping.rst (theory-damping)): damped iteration converges for λ < 0.5 only.
     f = lambda h: -3.0 * h + 1.0
     fp = gs.find_fixed_point(
         f, h0=torch.zeros(2, dtype=DT), method=gs.fixed_point.Picard(0.4), rtol=1e-12, max_steps=500

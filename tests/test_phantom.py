@@ -50,7 +50,7 @@ def test_upg_and_npg_differ_off_the_fixed_point(tanh_problem):
 @pytest.mark.parametrize("k", [1, 3, 8])
 @pytest.mark.parametrize("damping", [0.4, 1.0])
 def test_neumann_error_identity(tanh_problem, k, damping):
-    # u* − u_k = (B_λᵀ)^k u*   [derived, THEORY.md §5]
+    # u* − u_k = (B_λᵀ)^k u*   [derived, docs/explanation/phantom_gradients.rst (theory-neumann-error)]
     g = randn(5, 8, seed=1)
     exact = gs.estimate_gradient(tanh_problem, g, gs.Exact(gs.solvers.Dense()))
     npg = gs.estimate_gradient(tanh_problem, g, gs.Neumann(k, damping))
@@ -101,7 +101,7 @@ def test_neumann_converges_at_rate_rho_B():
 
 
 def test_divergent_neumann_series_is_reported_never_silent():
-    # μ = −3: with λ = 1, ρ(B) = 3 and the series diverges (THEORY.md §5).
+    # μ = −3: with λ = 1, ρ(B) = 3 and the series diverges (docs/explanation/damping.rst (theory-damping)).
     W = -3.0 * torch.eye(3, dtype=DT)
     cell = LinearCell(W)
     x = randn(2, 3)

@@ -252,7 +252,10 @@ def test_check_theory_report_reads_and_cites():
     text = str(report)
     for name in ("ρ(J)", "‖J‖₂", "σ_min(I − J)", "λ_max", "Theorem 1", "cosine", "Recommendation"):
         assert name in text
-    assert "Geng et al. 2021, Theorem 1" in text and "derived, THEORY.md §5" in text
+    assert (
+        "Geng et al. 2021, Theorem 1" in text
+        and "derived, see the docs page 'Damping' (docs/explanation/damping.rst)" in text
+    )
     data = report.to_dict()
     json.dumps(data)
     assert all(f["source"] for f in data["findings"])

@@ -81,7 +81,7 @@ print("ρ(J) =", round(gs.spectral_radius(problem).value, 4), "(Arnoldi)")
 # :func:`~gradscope.check_theory` judges one estimator, here NPG with
 # :math:`k = 5, \lambda = 0.5` (the setting seen most in practice), on a cotangent
 # :math:`g = \partial\ell/\partial h^\star`. Each line is a number, what it means and
-# where the statement comes from: **[derived]** results are ours (THEORY.md §5), the
+# where the statement comes from: **[derived]** results are ours (:ref:`theory-damping`), the
 # others are the paper's or plain measurements.
 
 g = torch.randn(d, dtype=dtype)

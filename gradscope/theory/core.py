@@ -2,11 +2,11 @@ r"""Damping bounds, steps needed and Theorem 1 (ascent direction), checked numer
 
 * :func:`~gradscope.theory.damping_limit`: ``ρ(B_λ) < 1`` ⟺ every ``Re μ < 1`` and
   ``0 < λ < λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` over the eigenvalues μ of J
-  [derived, THEORY.md §5].
+  [derived, :ref:`theory-damping`].
 * :func:`~gradscope.theory.optimal_damping`: ``argmin_{λ ∈ (0, 1]} max_μ |1 − λ(1 − μ)|`` (convex in λ)
-  [derived, THEORY.md §5].
+  [derived, :ref:`theory-damping`].
 * :func:`~gradscope.theory.steps_needed`: the k with ``‖B_λ^k‖₂ ≤ 1/κ²`` (Theorem 1 then holds for NPG at
-  an exact fixed point, since ``E_neu = −F_θᵀ(B_λᵀ)^k`` [derived, THEORY.md §5]) and
+  an exact fixed point, since ``E_neu = −F_θᵀ(B_λᵀ)^k`` [derived, :ref:`theory-neumann-error`]) and
   the k with ``‖B_λ^k‖₂ ≤ tol`` (worst-case relative adjoint error), computed from the
   norms of the powers themselves, not only from ``ρ(B_λ)^k``.
 * :func:`~gradscope.theory.check_ascent`: Geng et al. 2021, Theorem 1: if
@@ -57,7 +57,7 @@ __all__ = [
 ]
 
 THEOREM1 = "Geng et al. 2021, Theorem 1"
-DERIVED = "derived, THEORY.md §5"
+DERIVED = "derived, see the docs page 'Damping' (docs/explanation/damping.rst)"
 
 
 # ---------------------------------------------------------------------- eigenvalues
@@ -92,7 +92,7 @@ def _eigenvalues(call: str, source: object, dense: bool | None = None) -> torch.
 
 
 def damped_radius(mu: torch.Tensor, damping: float) -> float:
-    """``ρ(B_λ) = max_μ |1 − λ(1 − μ)|`` for eigenvalues μ of J [derived, THEORY.md §5]."""
+    """``ρ(B_λ) = max_μ |1 − λ(1 − μ)|`` for eigenvalues μ of J [derived, :ref:`theory-damping`]."""
     return float((1 - damping * (1 - mu)).abs().max())
 
 
@@ -101,7 +101,7 @@ class DampingLimit:
     """The damping range in which the Neumann series / damped iteration converges.
 
     ``ρ(B_λ) < 1`` ⟺ ``0 < λ < λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` when every
-    ``Re μ < 1``; no λ > 0 works otherwise [derived, THEORY.md §5].
+    ``Re μ < 1``; no λ > 0 works otherwise [derived, :ref:`theory-damping`].
 
     Attributes:
         value: λ_max, or None when some ``Re μ ≥ 1`` (no damping converges).
@@ -147,7 +147,7 @@ class DampingLimit:
 
 
 def damping_limit(source: object, *, dense: bool | None = None) -> DampingLimit:
-    r"""λ_max: ``ρ(B_λ) < 1`` exactly for ``0 < λ < λ_max`` [derived, THEORY.md §5].
+    r"""λ_max: ``ρ(B_λ) < 1`` exactly for ``0 < λ < λ_max`` [derived, :ref:`theory-damping`].
 
     ``λ_max = min_μ 2(1 − Re μ)/|1 − μ|²`` over the eigenvalues μ of J, provided every
     ``Re μ < 1``; otherwise no λ > 0 works and ``value`` is None. From a problem, the
@@ -204,7 +204,7 @@ class DampingChoice:
 
 
 def optimal_damping(source: object, *, dense: bool | None = None) -> DampingChoice:
-    r"""``λ* = argmin_{0 < λ ≤ 1} max_μ |1 − λ(1 − μ)|`` (convex in λ) [derived, THEORY.md §5].
+    r"""``λ* = argmin_{0 < λ ≤ 1} max_μ |1 − λ(1 − μ)|`` (convex in λ) [derived, :ref:`theory-damping`].
 
     The estimators take λ ≤ 1, so over-relaxation (λ > 1) is not searched. For a real
     spectrum in ``[m, M]``, ``M < 1``: ``λ* = min(1, 2/(2 − m − M))``.
@@ -377,7 +377,7 @@ def steps_needed(
     max_steps: int = 200,
     dense: bool | None = None,
 ) -> StepsNeeded:
-    r"""The number of Neumann/UPG steps k needed at damping λ [derived, THEORY.md §5].
+    r"""The number of Neumann/UPG steps k needed at damping λ [derived, :ref:`theory-steps`].
 
     * Theorem 1 (Geng et al. 2021) holds for NPG at an exact fixed point once
       ``‖B_λ^k‖₂ ≤ 1/κ²``, ``κ = σ_max/σ_min`` of F_θ, because ``E_neu = −F_θᵀ(B_λᵀ)^k``.

@@ -231,7 +231,7 @@ def check_theory(
             "Neumann series converge"
             + ("" if rho < 1 else " — here it is ≥ 1")
             + _unconverged(radius),
-            "THEORY.md §2",
+            "see the docs page 'The implicit function theorem and the adjoint system' (docs/explanation/implicit_gradients.rst)",
         )
     )
     add(
@@ -240,7 +240,7 @@ def check_theory(
             norm.value,
             "largest singular value; ≥ ρ(J), much larger for non-normal J (transient growth)"
             + _unconverged(norm),
-            "THEORY.md §5 [derived]",
+            "derived, see the docs page 'Damping' (docs/explanation/damping.rst)",
         )
     )
     add(
@@ -250,7 +250,7 @@ def check_theory(
             "distance of the adjoint system (I − Jᵀ)u = g to singular; errors are amplified "
             f"up to 1/σ_min = {1 / smin.value if smin.value > 0 else math.inf:.3g}×"
             + _unconverged(smin),
-            "THEORY.md §2",
+            "see the docs page 'The implicit function theorem and the adjoint system' (docs/explanation/implicit_gradients.rst)",
         )
     )
 
