@@ -170,13 +170,13 @@ def _initial_state(f, inputs: Sequence[torch.Tensor], module_or_fn) -> torch.Ten
                 shape = list(x.shape)
                 shape[dim] = s
                 candidates.append(tuple(shape))
-    for shape in dict.fromkeys(candidates):
-        h0 = torch.zeros(shape, dtype=x.dtype, device=x.device)
+    for candidate in dict.fromkeys(candidates):
+        h0 = torch.zeros(candidate, dtype=x.dtype, device=x.device)
         try:
             out = f(h0)
         except Exception:  # a shape F does not take: try the next candidate
             continue
-        if isinstance(out, torch.Tensor) and tuple(out.shape) == shape:
+        if isinstance(out, torch.Tensor) and tuple(out.shape) == candidate:
             return h0
     fail(
         _CALL,
@@ -213,14 +213,14 @@ def find_fixed_point(
         rtol: relative tolerance (> 0).
         atol: absolute tolerance (≥ 0).
         max_steps: iteration budget (≥ 1).
-        method: :class:`Anderson` (default) or :class:`Picard`.
+        method: :class:`~gradscope.fixed_point.Anderson` (default) or :class:`~gradscope.fixed_point.Picard`.
         per_sample: Anderson weights per sample (dimension 0) rather than for the whole
             batch as one vector.
         strict: raise :class:`~gradscope.ConvergenceError` instead of warning.
         warn: warn (:class:`~gradscope.ConvergenceWarning`) when not converged.
 
     Returns:
-        A :class:`FixedPointResult`.
+        A :class:`~gradscope.fixed_point.FixedPointResult`.
 
     Example:
         >>> import torch, gradscope as gs

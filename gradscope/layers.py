@@ -112,7 +112,7 @@ class ImplicitLayer(nn.Module):
         estimator: the backward: :class:`~gradscope.Exact` (solver of your choice),
             :class:`~gradscope.Unrolled`, :class:`~gradscope.Neumann` (default
             ``Neumann(5, 0.5)``) or :class:`~gradscope.OneStep`.
-        solver: the forward :class:`ForwardSolver`.
+        solver: the forward :class:`~gradscope.layers.ForwardSolver`.
         warn: issue :class:`~gradscope.ConvergenceWarning` when the backward linear solve
             fails or a Neumann series grows (the forward solve never warns; read
             ``last_forward``).
@@ -120,7 +120,7 @@ class ImplicitLayer(nn.Module):
     Attributes:
         last_forward: the :class:`~gradscope.fixed_point.FixedPointResult` of the last forward solve
             (steps, residual, trace).
-        last_backward: :class:`BackwardStats` of the last backward pass.
+        last_backward: :class:`~gradscope.layers.BackwardStats` of the last backward pass.
 
     Example:
         >>> import torch, gradscope as gs
@@ -187,7 +187,11 @@ class ImplicitLayer(nn.Module):
         """
         key = id(observer)
         self._observers[key] = observer
-        return lambda: self._observers.pop(key, None)
+
+        def remove() -> None:
+            self._observers.pop(key, None)
+
+        return remove
 
     def forward(self, *inputs: torch.Tensor, h0: torch.Tensor | None = None) -> torch.Tensor:
         """Solve for ``h*`` and return it with the estimator's backward attached.

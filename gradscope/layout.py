@@ -3,7 +3,7 @@ r"""How a state is laid out: samples × entries.
 A state of two or more dimensions is batched: dimension 0 indexes the samples. A 0-D or
 1-D state is a single sample. When the samples are independent (the Jacobian is
 block-diagonal, see :ref:`theory-setting`), solvers and spectral methods work on one row
-per sample; otherwise the whole state is one row. :class:`SampleLayout` is the one place
+per sample; otherwise the whole state is one row. :class:`~gradscope.layout.SampleLayout` is the one place
 that flattens a state to those rows and back.
 
 Example:

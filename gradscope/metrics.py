@@ -75,9 +75,9 @@ class Comparison:
     Attributes:
         estimate: label of the estimate.
         reference: label of the reference.
-        overall: :class:`Agreement` over all parameters together.
-        per_param: :class:`Agreement` per parameter name.
-        per_input: :class:`Agreement` per input (``None`` where either side has none).
+        overall: :class:`~gradscope.metrics.Agreement` over all parameters together.
+        per_param: :class:`~gradscope.metrics.Agreement` per parameter name.
+        per_input: :class:`~gradscope.metrics.Agreement` per input (``None`` where either side has none).
 
     """
 
@@ -157,7 +157,7 @@ def compare(estimate: GradientEstimate, reference: GradientEstimate) -> Comparis
         reference: the gradient to judge it against.
 
     Returns:
-        A :class:`Comparison`.
+        A :class:`~gradscope.metrics.Comparison`.
 
     Raises:
         TypeError: an argument is not a :class:`~gradscope.estimators.GradientEstimate`.

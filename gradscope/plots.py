@@ -26,6 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -270,7 +271,7 @@ def plot_spectrum(
 
 
 def plot_residual_traces(
-    solutions: Mapping[str, object] | Sequence[object], title: str | None = None
+    solutions: Mapping[str, Any] | Sequence[Any], title: str | None = None
 ):
     """Residual traces of linear solves (:class:`Solution.trace <gradscope.solvers.Solution>`) or forward solves (``FixedPointResult.trace``).
 

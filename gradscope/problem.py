@@ -119,7 +119,7 @@ class FixedPointProblem:
         inputs: the inputs x; floating inputs get gradients ("input grads").
         params: the parameters θ to differentiate, a dict of floating tensors.
         rtol: relative fixed-point residual above which h* counts as inexact (default:
-            :func:`default_fixed_point_rtol` of the dtype).
+            :func:`~gradscope.problem.default_fixed_point_rtol` of the dtype).
         check: issue a :class:`~gradscope.FixedPointWarning` when the residual exceeds
             ``rtol``. Pass ``check=False`` for a state you know is inexact (an
             equilibrium solved loosely during training); the residual is still measured.
@@ -398,7 +398,7 @@ def _chosen_parameters(
         return {n: p for n, p in named.items() if p.requires_grad}
     if isinstance(params, str):
         params = [params]
-    chosen = {}
+    chosen: dict[str, torch.Tensor] = {}
     for n in params:
         if n not in named:
             fail(call, f"parameter {n!r} does not exist; expected one of {sorted(named)}.")

@@ -5,7 +5,7 @@ Every solve, series and estimate carries a :class:`Status` in its result
 :attr:`GradientEstimate.status <gradscope.GradientEstimate.status>`,
 :attr:`BackwardStats.status <gradscope.layers.BackwardStats.status>`). Code that needs to
 know what happened reads the status; warnings are raised only at the public edge, from
-the result (:func:`report`), never parsed back.
+the result (:func:`~gradscope.plots.report`), never parsed back.
 
 Example:
     >>> import gradscope as gs

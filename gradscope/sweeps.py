@@ -102,7 +102,7 @@ def sweep(
         reference: the exact gradient, if already computed (default: ``Exact()``).
 
     Returns:
-        A :class:`SweepResult`.
+        A :class:`~gradscope.sweeps.SweepResult`.
 
     Example:
         >>> import torch, gradscope as gs

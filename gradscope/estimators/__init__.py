@@ -1,12 +1,12 @@
 r"""Gradient estimators: the exact implicit gradient and the phantom gradients.
 
-* :mod:`~gradscope.estimators.base`: the :class:`Estimator` interface (``g ↦ u``, then
+* ``gradscope.estimators.base``: the :class:`Estimator` interface (``g ↦ u``, then
   the shared ``F_θᵀu``);
-* :mod:`~gradscope.estimators.exact`: :class:`Exact` (solve ``(I − Jᵀ)u = g``);
-* :mod:`~gradscope.estimators.neumann`: :class:`Neumann` (NPG) and :class:`OneStep`;
-* :mod:`~gradscope.estimators.unrolled`: :class:`Unrolled` (UPG);
-* :mod:`~gradscope.estimators.estimate`: :func:`estimate_gradient`, its
-  :class:`GradientEstimate` and :class:`Cost`, and :func:`user_gradient`.
+* ``gradscope.estimators.exact``: :class:`Exact` (solve ``(I − Jᵀ)u = g``);
+* ``gradscope.estimators.neumann``: :class:`Neumann` (NPG) and :class:`OneStep`;
+* ``gradscope.estimators.unrolled``: :class:`Unrolled` (UPG);
+* ``gradscope.estimators.estimate``: :func:`estimate_gradient`, its
+  :class:`~gradscope.estimators.GradientEstimate` and :class:`~gradscope.estimators.Cost`, and :func:`~gradscope.estimators.user_gradient`.
 """
 
 from .base import Adjoint, Estimator, Gradient, check_estimator

@@ -103,7 +103,7 @@ class Estimator(ABC):
             g: the cotangent ``∂ℓ/∂h*``.
 
         Returns:
-            u, as a tensor shaped like g, or an :class:`Adjoint` with its status.
+            u, as a tensor shaped like g, or an :class:`~gradscope.estimators.Adjoint` with its status.
 
         """
 
@@ -115,7 +115,7 @@ class Estimator(ABC):
             g: the cotangent (checked by the caller).
 
         Returns:
-            The :class:`Gradient`.
+            The :class:`~gradscope.estimators.Gradient`.
 
         """
         graph_bytes = problem.linearization.graph_bytes  # built here if not yet
@@ -129,7 +129,7 @@ class Estimator(ABC):
 
 
 def as_adjoint(result: object, name: str, g: torch.Tensor) -> Adjoint:
-    """Check what :meth:`Estimator.adjoint` returned and wrap it as an :class:`Adjoint`."""
+    """Check what :meth:`Estimator.adjoint` returned and wrap it as an :class:`~gradscope.estimators.Adjoint`."""
     adjoint = result if isinstance(result, Adjoint) else None
     value = adjoint.value if adjoint is not None else result
     if not isinstance(value, torch.Tensor) or value.shape != g.shape:

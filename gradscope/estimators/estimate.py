@@ -72,7 +72,7 @@ class GradientEstimate:
         adjoint: the adjoint vector u with ``grads = F_θᵀ u`` (every estimator but
             :class:`~gradscope.Unrolled`, which differentiates its trajectory).
         solution: the linear solve behind an :class:`~gradscope.Exact` estimate.
-        cost: the :class:`Cost`.
+        cost: the :class:`~gradscope.estimators.Cost`.
         status: how the estimate ended (:attr:`~gradscope.Status.SUCCESS`, or a failed
             solve, a growing series, non-finite values).
         series_ratio: a truncated series' last term relative to ‖g‖ (Neumann,
@@ -158,7 +158,9 @@ def user_gradient(
                 f"parameter {n!r} has no .grad; run the training backward first (and do "
                 "not zero the gradients before collecting them).",
             )
-        grads[n] = named[n].grad.detach().clone()
+        grad = named[n].grad
+        assert grad is not None
+        grads[n] = grad.detach().clone()
     return GradientEstimate(grads, tuple(None for _ in problem.inputs), name)
 
 
@@ -192,7 +194,7 @@ def estimate_gradient(
             :class:`~gradscope.Estimator`.
 
     Returns:
-        A :class:`GradientEstimate`; when its :attr:`~GradientEstimate.status` is not ok
+        A :class:`~gradscope.estimators.GradientEstimate`; when its :attr:`~gradscope.estimators.GradientEstimate.status` is not ok
         (a failed solve, a growing or non-finite series) a
         :class:`~gradscope.ConvergenceWarning` is issued (an :class:`~gradscope.Exact`
         whose solver has ``strict=True`` raises :class:`~gradscope.ConvergenceError`).

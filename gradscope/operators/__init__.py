@@ -1,8 +1,8 @@
 """Linear operators on states, and the Jacobians of F at the equilibrium as operators.
 
-* :mod:`~gradscope.operators.base`: :class:`LinearOperator` and its algebra (transpose,
-  identity, sums, differences, scalar multiples, :func:`damped`), :class:`Counted`;
-* :mod:`~gradscope.operators.jacobian`: ``v ↦ Jᵀv`` and ``v ↦ Jv`` at h* by automatic
+* ``gradscope.operators.base``: :class:`~gradscope.operators.LinearOperator` and its algebra (transpose,
+  identity, sums, differences, scalar multiples, :func:`~gradscope.operators.damped`), :class:`~gradscope.operators.Counted`;
+* ``gradscope.operators.jacobian``: ``v ↦ Jᵀv`` and ``v ↦ Jv`` at h* by automatic
   differentiation, and the parameter products ``F_θᵀ v``, ``F_θ z``.
 """
 

@@ -1,17 +1,17 @@
 r"""Linear operators on states, matrix-free, with the algebra the maths uses.
 
-A :class:`LinearOperator` acts on tensors shaped like its ``like`` tensor (the state).
+A :class:`~gradscope.operators.LinearOperator` acts on tensors shaped like its ``like`` tensor (the state).
 Operators add, subtract, scale and transpose like matrices, so code reads like the
 equations of :ref:`theory-exact-gradient` and :ref:`theory-phantom-gradients`:
 
 * the adjoint system's matrix is ``JT.identity() - JT``, i.e. ``I − Jᵀ``;
-* the damped map ``B_λ = (1 − λ)I + λJ`` is :func:`damped` ``(J, λ)``, and
+* the damped map ``B_λ = (1 − λ)I + λJ`` is :func:`~gradscope.operators.damped` ``(J, λ)``, and
   ``damped(JT, λ)`` is ``B_λᵀ``.
 
 Whether the samples of a batched state are independent (the matrix is block-diagonal
 over dimension 0) is a structural property of each operator,
-:attr:`LinearOperator.independent_samples`: sums and multiples inherit it, solvers and
-spectral methods read it. No d×d matrix is formed, except by :meth:`LinearOperator.dense`
+:attr:`~gradscope.operators.LinearOperator.independent_samples`: sums and multiples inherit it, solvers and
+spectral methods read it. No d×d matrix is formed, except by :meth:`~gradscope.operators.LinearOperator.dense`
 on request (the reference path for small d).
 
 Example:
@@ -107,7 +107,7 @@ class LinearOperator(ABC):
 
     @property
     def T(self) -> LinearOperator:
-        """The transposed map (built once, so that a :class:`Counted` keeps its count)."""
+        """The transposed map (built once, so that a :class:`~gradscope.operators.Counted` keeps its count)."""
         if self._transposed is None:
             self._transposed = self.transpose()
         return self._transposed
@@ -232,7 +232,7 @@ class LinearOperator(ABC):
 
 
 class FunctionOperator(LinearOperator):
-    """A :class:`LinearOperator` from a function ``v ↦ A v``.
+    """A :class:`~gradscope.operators.LinearOperator` from a function ``v ↦ A v``.
 
     Args:
         matvec: ``v ↦ A v`` on tensors shaped like ``like``.
@@ -241,7 +241,7 @@ class FunctionOperator(LinearOperator):
         matmat: optional ``V ↦ A V`` on a stack of shape ``(k, *like.shape)``.
         transpose: the transposed map, or a function that builds it (for maps that are
             each other's transposes).
-        independent_samples: see :class:`LinearOperator`.
+        independent_samples: see :class:`~gradscope.operators.LinearOperator`.
 
     Example:
         >>> import torch
@@ -311,6 +311,9 @@ class Identity(LinearOperator):
 
 
 class LinearCombination(LinearOperator):
+    terms: tuple[tuple[float, LinearOperator], ...]
+    _named: str | None
+
     """``Σ cᵢ Aᵢ``: what ``+``, ``−`` and scalar ``*`` of operators build.
 
     Each product applies every term once (the identity costs nothing); the samples are

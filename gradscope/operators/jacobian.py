@@ -120,7 +120,7 @@ def _jvp(problem: FixedPointProblem) -> Callable[[torch.Tensor], torch.Tensor]:
     def jvp(v: torch.Tensor) -> torch.Tensor:
         _, tangent = torch.func.jvp(
             lambda h: problem.fn(params, h, *inputs), (problem.h_star,), (v,)
-        )
+        )[:2]
         return tangent
 
     return jvp
@@ -195,7 +195,7 @@ def param_jvp(problem: FixedPointProblem, z: torch.Tensor) -> torch.Tensor:
         offset += p.numel()
     _, out = torch.func.jvp(
         lambda q: problem.fn(q, problem.h_star, *inputs), (params,), (tangents,)
-    )
+    )[:2]
     return out
 
 

@@ -1,9 +1,9 @@
 r"""Linear solvers for the adjoint system ``(I − Jᵀ)u = g`` (or any linear operator).
 
 Each solver is a frozen dataclass validated on construction, one file per algorithm;
-:func:`linear_solve` runs one and returns a :class:`Solution` whose residual is the
+:func:`~gradscope.solvers.linear_solve` runs one and returns a :class:`~gradscope.solvers.Solution` whose residual is the
 **true** one, ``‖b − Ax‖ / ‖b‖``, recomputed after the iteration, never the solver's
-running estimate, and whose :attr:`~Solution.status` says how it ended.
+running estimate, and whose :attr:`~gradscope.solvers.Solution.status` says how it ended.
 
 Batched states: when the operator's samples are independent (J block-diagonal, see
 :attr:`gradscope.operators.LinearOperator.independent_samples`) each sample gets its
@@ -13,10 +13,10 @@ batched VJP.
 ============================  ==================================  =====================
 solver                        converges when                      products per step
 ============================  ==================================  =====================
-:class:`Dense`                A is non-singular                   n (to build A), once
-:class:`GMRES`                A is non-singular (restarts aside)  1
-:class:`BiCGSTAB`             A is non-singular (may break down)  2
-:class:`FixedPointIteration`  ρ(I − A) < 1, i.e. ρ(J) < 1         1
+:class:`~gradscope.solvers.Dense`                A is non-singular                   n (to build A), once
+:class:`~gradscope.solvers.GMRES`                A is non-singular (restarts aside)  1
+:class:`~gradscope.solvers.BiCGSTAB`             A is non-singular (may break down)  2
+:class:`~gradscope.solvers.FixedPointIteration`  ρ(I − A) < 1, i.e. ρ(J) < 1         1
 ============================  ==================================  =====================
 """
 

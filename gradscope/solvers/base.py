@@ -1,12 +1,12 @@
-r"""What every linear solver shares: the :class:`Solver` interface and the :class:`Solution`.
+r"""What every linear solver shares: the :class:`~gradscope.solvers.Solver` interface and the :class:`~gradscope.solvers.Solution`.
 
 A solver is a frozen dataclass validated on construction. It implements
-:meth:`Solver.iterate`, which works on the rows of a :class:`~gradscope.layout.SampleLayout`
+:meth:`~gradscope.solvers.Solver.iterate`, which works on the rows of a :class:`~gradscope.layout.SampleLayout`
 (one per independent sample, or one for the whole state) and returns an
-:class:`Iteration`; :func:`~gradscope.solvers.linear_solve` then certifies the result
+:class:`~gradscope.solvers.Iteration`; :func:`~gradscope.solvers.linear_solve` then certifies the result
 with the **true** residual ``‖b − Ax‖ / ‖b‖`` (:ref:`theory-exact-gradient`).
 
-A new solver is a subclass of :class:`Solver` with ``rtol``, ``atol``, ``max_steps``,
+A new solver is a subclass of :class:`~gradscope.solvers.Solver` with ``rtol``, ``atol``, ``max_steps``,
 ``per_sample`` and ``strict`` fields and an ``iterate`` method; nothing in gradscope
 needs editing for :class:`~gradscope.Exact` to accept it.
 
@@ -95,7 +95,7 @@ class Solution:
 
 @dataclass
 class Iteration:
-    """What :meth:`Solver.iterate` returns, before the certificate.
+    """What :meth:`~gradscope.solvers.Solver.iterate` returns, before the certificate.
 
     Attributes:
         value: the iterate x, shaped like b.
@@ -121,7 +121,7 @@ class Solver(ABC):
     """A linear solver for ``A x = b`` on tensors: subclass it to add one.
 
     Subclasses are frozen dataclasses with the fields ``rtol`` (``None``: the dtype's
-    :func:`default_solver_rtol`), ``atol``, ``max_steps``, ``per_sample`` and
+    :func:`~gradscope.solvers.default_solver_rtol`), ``atol``, ``max_steps``, ``per_sample`` and
     ``strict`` (see :class:`~gradscope.solvers.GMRES`), and implement :meth:`iterate`.
     """
 
@@ -154,7 +154,7 @@ class Solver(ABC):
             layout: the rows to solve independently (one per sample, or one).
 
         Returns:
-            The :class:`Iteration`.
+            The :class:`~gradscope.solvers.Iteration`.
 
         """
 

@@ -77,7 +77,7 @@ def solve(
     x0: torch.Tensor | None = None,
     call: str = "linear_solve",
 ) -> Solution:
-    """:func:`linear_solve` without the warning: the status is in the result."""
+    """:func:`~gradscope.solvers.linear_solve` without the warning: the status is in the result."""
     solver = GMRES() if solver is None else solver
     if not isinstance(solver, Solver):
         fail(
@@ -104,7 +104,7 @@ def solve(
             )
         check_same_dtype_device(call, "b", b, [("x0", x0)])
     if solver.rtol is None:
-        solver = dataclasses.replace(solver, rtol=default_solver_rtol(b.dtype))
+        solver = dataclasses.replace(solver, rtol=default_solver_rtol(b.dtype))  # type: ignore[type-var]
     assert solver.rtol is not None
     if solver.per_sample is not None:
         per_sample = solver.per_sample
