@@ -116,6 +116,10 @@ def evaluate_map_checked(
 
     An exception inside F is re-raised as a ValueError naming the call and the shapes
     passed; F must return a tensor shaped like ``h``.
+
+    Returns:
+        ``F(h)``.
+
     """
     try:
         with torch.no_grad():
@@ -148,6 +152,10 @@ def tf32_hint(is_cuda: bool, dtype: torch.dtype) -> str:
 
     TF32 matmuls and convolutions (cuDNN's default) carry ~1e-3 relative error per
     product; no float32 solve then reaches a tighter tolerance (measured on an H100).
+
+    Returns:
+        The sentence, or an empty string when TF32 is off or irrelevant.
+
     """
     if not (is_cuda and dtype == torch.float32):
         return ""

@@ -27,6 +27,10 @@ class GraphMeter:
         Detached, because a saved output packed as itself would hold its own ``grad_fn``:
         a reference cycle through autograd's C++ graph that Python's garbage collector
         cannot break, so every graph built under the hooks would leak.
+
+        Returns:
+            The detached alias.
+
         """
         storage = t.untyped_storage()
         key = storage.data_ptr()
@@ -63,6 +67,13 @@ def peak_allocated_bytes(fn: Callable[[], object], device: torch.device | str = 
     The CPU path reads the profiler's raw events (``prof.profiler.kineto_results``), an
     internal of torch: used by gradscope's tests and ``analysis/bench_monitor.py``, not by
     the library.
+
+    Returns:
+        The peak in bytes.
+
+    Raises:
+        ValueError: ``device`` is neither CPU nor CUDA.
+
     """
     device = torch.device(device)
     gc.collect()

@@ -147,6 +147,13 @@ def _initial_state(f, inputs: Sequence[torch.Tensor], module_or_fn) -> torch.Ten
     first input; zeros shaped like the first input with its last dimension, then its
     dimension 1, replaced by each size that occurs in the module's parameters. A shape is
     accepted only if F maps it to the same shape.
+
+    Returns:
+        The zero state.
+
+    Raises:
+        ValueError: no shape could be inferred (the message says how to pass h0).
+
     """
     initial = getattr(module_or_fn, "initial_state", None)
     if callable(initial):
@@ -184,7 +191,6 @@ def _initial_state(f, inputs: Sequence[torch.Tensor], module_or_fn) -> torch.Ten
         f"(tried {list(dict.fromkeys(candidates))}); pass h0=torch.zeros(...) shaped like "
         "the state, or give the module an initial_state(*inputs) method.",
     )
-    raise AssertionError  # unreachable
 
 
 def find_fixed_point(

@@ -46,6 +46,10 @@ def default_fixed_point_rtol(dtype: torch.dtype) -> float:
 
     float64: 1e-6; float32: 1e-3; half precision: 1e-2. Looser than the solvers' defaults
     because a DEQ trained in float32 rarely solves its forward pass more tightly.
+
+    Returns:
+        The tolerance.
+
     """
     if dtype == torch.float64:
         return 1e-6

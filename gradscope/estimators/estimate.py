@@ -143,6 +143,9 @@ def user_gradient(
     Raises:
         ValueError: a parameter has no ``.grad`` or is missing from ``module``.
 
+    Returns:
+        A :class:`GradientEstimate` holding copies of the ``.grad`` values.
+
     """
     named = dict(module.named_parameters())
     grads = {}

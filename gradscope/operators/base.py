@@ -129,6 +129,9 @@ class LinearOperator(ABC):
             per_sample: force per-sample rows (only valid for independent samples) or
                 one row; ``None`` follows :attr:`independent_samples`.
 
+        Returns:
+            The :class:`~gradscope.layout.SampleLayout`.
+
         """
         rows = self.independent_samples if per_sample is None else per_sample
         return SampleLayout(self.like.shape, bool(rows))

@@ -185,6 +185,9 @@ def default_solver_rtol(dtype: torch.dtype) -> float:
         >>> default_solver_rtol(torch.float32)
         1e-05
 
+    Returns:
+        The tolerance.
+
     """
     if dtype == torch.float64:
         return 1e-8

@@ -78,6 +78,10 @@ class GMRES(Solver):
 
         Returns the iterate with ``r = b − Ax``, the true residual of the returned x (the
         certificate reuses it).
+
+        Returns:
+            The :class:`~gradscope.solvers.Iteration`.
+
         """
         solver = self
         assert solver.rtol is not None
