@@ -1,4 +1,4 @@
-"""``python -m gradscope``: the command line (see :mod:`gradscope.cli`)."""
+"""``python -m gradscope``: the command line (see ``gradscope.cli``)."""
 
 import sys
 

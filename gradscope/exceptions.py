@@ -24,4 +24,4 @@ class FixedPointWarning(UserWarning):
 
 
 class ConvergenceError(RuntimeError):
-    """Raised instead of :class:`ConvergenceWarning` when ``strict=True``."""
+    """Raised instead of :class:`~gradscope.ConvergenceWarning` when ``strict=True``."""

@@ -81,7 +81,7 @@ class Anderson:
 
 @dataclass
 class FixedPointResult:
-    """What :func:`find_fixed_point` found.
+    """What :func:`~gradscope.find_fixed_point` found.
 
     Attributes:
         value: the best iterate (smallest residual), detached.

@@ -44,7 +44,7 @@ __all__ = ["BackwardStats", "ForwardSolver", "ImplicitLayer"]
 
 @dataclass(frozen=True)
 class ForwardSolver:
-    """How :class:`ImplicitLayer` solves ``h = F(h, x)`` (the arguments of :func:`~gradscope.find_fixed_point`).
+    """How :class:`~gradscope.ImplicitLayer` solves ``h = F(h, x)`` (the arguments of :func:`~gradscope.find_fixed_point`).
 
     Args:
         method: :class:`~gradscope.fixed_point.Anderson` (default) or :class:`~gradscope.fixed_point.Picard`.
@@ -75,7 +75,7 @@ class ForwardSolver:
 
 @dataclass
 class BackwardStats:
-    """What the last backward pass of an :class:`ImplicitLayer` did.
+    """What the last backward pass of an :class:`~gradscope.ImplicitLayer` did.
 
     Attributes:
         estimator: label of the estimator.

@@ -47,7 +47,7 @@ class SampleLayout:
 
     @property
     def rows(self) -> int:
-        """Number of rows: the samples, or 1."""
+        """How many rows there are (the samples, or 1)."""
         return self.shape[0] if self.by_sample else 1
 
     @property

@@ -115,7 +115,7 @@ class FixedPointProblem:
     ``fn(params, h, *inputs)``). Nothing of the module is modified: parameters are used
     through detached aliases and buffers through copies. F is evaluated once at
     construction, to check that it maps a state to a state and to measure the
-    :attr:`residual`.
+    ``residual``.
 
     Args:
         fn: the layer map ``fn(params, h, *inputs) -> next h``.
@@ -245,8 +245,8 @@ class FixedPointProblem:
             *inputs: the inputs x passed after h.
             params: names (as ``named_parameters()`` gives them) of the parameters to
                 differentiate; default all that require grad.
-            rtol: see :class:`FixedPointProblem`.
-            check: see :class:`FixedPointProblem`.
+            rtol: see :class:`~gradscope.FixedPointProblem`.
+            check: see :class:`~gradscope.FixedPointProblem`.
 
         Returns:
             The problem.
@@ -328,7 +328,7 @@ class FixedPointProblem:
     # ------------------------------------------------------------------ facts
     @property
     def converged(self) -> bool:
-        """Whether h* is a fixed point to :attr:`rtol` (max relative residual ≤ rtol)."""
+        """Whether h* is a fixed point to ``rtol`` (max relative residual ≤ rtol)."""
         return self.residual.max_relative <= self.rtol
 
     @property
@@ -417,7 +417,7 @@ def _chosen_parameters(
 
 
 def check_problem(call: str, problem: object) -> FixedPointProblem:
-    """Raise a TypeError naming ``call`` unless ``problem`` is a :class:`FixedPointProblem`."""
+    """Raise a TypeError naming ``call`` unless ``problem`` is a :class:`~gradscope.FixedPointProblem`."""
     if not isinstance(problem, FixedPointProblem):
         fail(
             call,

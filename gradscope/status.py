@@ -1,11 +1,11 @@
 """Result codes: how a numerical method ended.
 
-Every solve, series and estimate carries a :class:`Status` in its result
-(:attr:`Solution.status <gradscope.solvers.Solution.status>`,
-:attr:`GradientEstimate.status <gradscope.GradientEstimate.status>`,
-:attr:`BackwardStats.status <gradscope.layers.BackwardStats.status>`). Code that needs to
+Every solve, series and estimate carries a :class:`~gradscope.Status` in its result
+(``Solution.status`` of :class:`~gradscope.solvers.Solution`, ``GradientEstimate.status``
+of :class:`~gradscope.estimators.GradientEstimate`, ``BackwardStats.status`` of
+:class:`~gradscope.layers.BackwardStats`). Code that needs to
 know what happened reads the status; warnings are raised only at the public edge, from
-the result (:func:`~gradscope.plots.report`), never parsed back.
+the result (:func:`~gradscope.status.report`), never parsed back.
 
 Example:
     >>> import gradscope as gs
@@ -29,7 +29,7 @@ __all__ = ["Status", "report"]
 class Status(enum.Enum):
     """How a numerical method ended; ``ok`` only for :attr:`SUCCESS`."""
 
-    #: The method met its tolerance (a solve: its true residual certifies).
+    #: The method met its tolerance (for a solve, its true residual certifies it).
     SUCCESS = "success"
     #: The step budget ran out before the tolerance was met.
     MAX_STEPS = "max_steps"
@@ -78,7 +78,7 @@ def report(message: str, *, strict: bool = False, stacklevel: int = 3) -> None:
     Args:
         message: the full message, starting ``gradscope.<call>:``.
         strict: raise :class:`~gradscope.ConvergenceError` instead of warning.
-        stacklevel: passed to :func:`warnings.warn`.
+        stacklevel: passed to ``warnings.warn``.
 
     Raises:
         ConvergenceError: when ``strict``.

@@ -1,11 +1,11 @@
 r"""Gradient estimators: the exact implicit gradient and the phantom gradients.
 
-* ``gradscope.estimators.base``: the :class:`Estimator` interface (``g ↦ u``, then
+* ``gradscope.estimators.base``: the :class:`~gradscope.Estimator` interface (``g ↦ u``, then
   the shared ``F_θᵀu``);
-* ``gradscope.estimators.exact``: :class:`Exact` (solve ``(I − Jᵀ)u = g``);
-* ``gradscope.estimators.neumann``: :class:`Neumann` (NPG) and :class:`OneStep`;
-* ``gradscope.estimators.unrolled``: :class:`Unrolled` (UPG);
-* ``gradscope.estimators.estimate``: :func:`estimate_gradient`, its
+* ``gradscope.estimators.exact``: :class:`~gradscope.Exact` (solve ``(I − Jᵀ)u = g``);
+* ``gradscope.estimators.neumann``: :class:`~gradscope.Neumann` (NPG) and :class:`~gradscope.OneStep`;
+* ``gradscope.estimators.unrolled``: :class:`~gradscope.Unrolled` (UPG);
+* ``gradscope.estimators.estimate``: :func:`~gradscope.estimate_gradient`, its
   :class:`~gradscope.estimators.GradientEstimate` and :class:`~gradscope.estimators.Cost`, and :func:`~gradscope.estimators.user_gradient`.
 """
 

@@ -6,11 +6,11 @@ The exact implicit gradient and every phantom gradient share one shape
 
     ∇_θ ℓ ≈ F_θᵀ u,    ∇_x ℓ ≈ F_xᵀ u.
 
-:class:`Estimator` captures that: a subclass implements :meth:`Estimator.adjoint`,
+:class:`~gradscope.Estimator` captures that: a subclass implements :meth:`~gradscope.Estimator.adjoint`,
 given the operator ``JT: v ↦ Jᵀv`` at h* (with ``.T``, ``+``, ``−``, scalar ``*`` and
 ``JT.identity()``), and the shared step ``F_θᵀu`` is taken once, by
-:meth:`Estimator.gradient`. An estimator that differentiates something other than the
-frozen Jacobian (:class:`~gradscope.Unrolled`) overrides :meth:`Estimator.gradient`.
+:meth:`~gradscope.Estimator.gradient`. An estimator that differentiates something other than the
+frozen Jacobian (:class:`~gradscope.Unrolled`) overrides :meth:`~gradscope.Estimator.gradient`.
 
 Example — a user-written estimator, the two-term Neumann series ``u = g + Jᵀg``:
 
@@ -71,7 +71,7 @@ class Adjoint:
 
 @dataclass
 class Gradient:
-    """What :meth:`Estimator.gradient` returns: the gradients and what they cost."""
+    """What :meth:`~gradscope.Estimator.gradient` returns: the gradients and what they cost."""
 
     grads: Params
     input_grads: tuple[torch.Tensor | None, ...]
@@ -129,7 +129,7 @@ class Estimator(ABC):
 
 
 def as_adjoint(result: object, name: str, g: torch.Tensor) -> Adjoint:
-    """Check what :meth:`Estimator.adjoint` returned and wrap it as an :class:`~gradscope.estimators.Adjoint`."""
+    """Check what :meth:`~gradscope.Estimator.adjoint` returned and wrap it as an :class:`~gradscope.estimators.Adjoint`."""
     adjoint = result if isinstance(result, Adjoint) else None
     value = adjoint.value if adjoint is not None else result
     if not isinstance(value, torch.Tensor) or value.shape != g.shape:
@@ -157,7 +157,7 @@ def _finite(grads: Params, input_grads: tuple[torch.Tensor | None, ...]) -> bool
 
 
 def check_estimator(call: str, estimator: object, name: str = "estimator") -> Estimator:
-    """Raise a TypeError naming ``call`` unless ``estimator`` is an :class:`Estimator`."""
+    """Raise a TypeError naming ``call`` unless ``estimator`` is an :class:`~gradscope.Estimator`."""
     if not isinstance(estimator, Estimator):
         what = f"{name}={estimator!r}" if name == "estimator" else f"{name} contains {estimator!r}"
         fail(

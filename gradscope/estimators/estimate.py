@@ -1,4 +1,4 @@
-r"""Estimate the gradient of an equilibrium: :func:`estimate_gradient` and its result.
+r"""Estimate the gradient of an equilibrium: :func:`~gradscope.estimate_gradient` and its result.
 
 Every estimator turns the cotangent ``g = ∂ℓ/∂h*`` into parameter and input gradients
 (:ref:`theory-exact-gradient`, :ref:`theory-phantom-gradients`):
@@ -48,7 +48,7 @@ class Cost:
             counts k; a batched product counts 1).
         seconds: wall time (CUDA synchronised), including the one forward pass of F that
             builds the graph at h* when the problem had not built it yet (a DEQ backward
-            pays it too) and, for :class:`Exact`, the one-VJP sample-independence probe.
+            pays it too) and, for :class:`~gradscope.Exact`, the one-VJP sample-independence probe.
         graph_bytes: bytes of the tensors autograd saved for the graph(s) the estimate
             walks (unique storages): the activation memory, on any device.
         peak_cuda_bytes: peak CUDA memory allocated during the estimate (None on CPU).
@@ -96,11 +96,11 @@ class GradientEstimate:
 
     @property
     def strict(self) -> bool:
-        """Whether a failure should raise: the :class:`~gradscope.Exact` solver's ``strict``."""
+        """Whether a failure should raise (the ``strict`` of an :class:`~gradscope.Exact`'s solver)."""
         return bool(getattr(getattr(self.estimator, "solver", None), "strict", False))
 
     def failure_message(self, call: str) -> str:
-        """What went wrong (when :attr:`status` is not ok), for a warning from ``call``."""
+        """What went wrong (when ``status`` is not ok), for a warning from ``call``."""
         if self.solution is not None and not self.solution.converged:
             return describe_failure(self.solution, "I − Jᵀ", call)
         adjoint = Adjoint(torch.empty(0), self.status, None, self.series_ratio)
@@ -117,7 +117,7 @@ class GradientEstimate:
         input_grads: tuple[torch.Tensor | None, ...] = (),
         name: str = "user",
     ) -> GradientEstimate:
-        """Wrap gradients computed elsewhere (a user's own training backward) for :func:`compare`."""
+        """Wrap gradients computed elsewhere (a user's own training backward) for :func:`~gradscope.compare`."""
         for n, g in grads.items():
             check_tensor("GradientEstimate.from_grads", f"grads[{n!r}]", g)
         return cls(dict(grads), tuple(input_grads), name)
@@ -135,7 +135,7 @@ def user_gradient(
     """Collect the ``.grad`` of ``module``'s parameters that ``problem`` differentiates.
 
     Use it to judge the gradient a training backward produced (TorchDEQ's phantom
-    gradient, say) against :class:`Exact` on the same cotangent. ``module`` must be the
+    gradient, say) against :class:`~gradscope.Exact` on the same cotangent. ``module`` must be the
     cell the problem was built from (so the names match). The ``.grad`` values are
     copied, not changed. They include every path of the loss into those parameters:
     compare like with like (the cotangent on h* must be the one the training used).
@@ -144,7 +144,7 @@ def user_gradient(
         ValueError: a parameter has no ``.grad`` or is missing from ``module``.
 
     Returns:
-        A :class:`GradientEstimate` holding copies of the ``.grad`` values.
+        A :class:`~gradscope.estimators.GradientEstimate` holding copies of the ``.grad`` values.
 
     """
     named = dict(module.named_parameters())
@@ -197,7 +197,7 @@ def estimate_gradient(
             :class:`~gradscope.Estimator`.
 
     Returns:
-        A :class:`~gradscope.estimators.GradientEstimate`; when its :attr:`~gradscope.estimators.GradientEstimate.status` is not ok
+        A :class:`~gradscope.estimators.GradientEstimate`; when its ``status`` is not ok
         (a failed solve, a growing or non-finite series) a
         :class:`~gradscope.ConvergenceWarning` is issued (an :class:`~gradscope.Exact`
         whose solver has ``strict=True`` raises :class:`~gradscope.ConvergenceError`).
@@ -232,7 +232,7 @@ def run_estimator(
     *,
     call: str = "estimate_gradient",
 ) -> GradientEstimate:
-    """:func:`estimate_gradient` without the warning: the status is in the result."""
+    """:func:`~gradscope.estimate_gradient` without the warning: the status is in the result."""
     check_problem(call, problem)
     estimator = Exact() if estimator is None else estimator
     estimator = check_estimator(call, estimator, "estimator")

@@ -385,7 +385,7 @@ def _combination_name(terms: tuple[tuple[float, LinearOperator], ...]) -> str:
 
 
 class Counted(LinearOperator):
-    """``A`` that counts its products in :attr:`count` (a stack of k counts k).
+    """``A`` that counts its products in ``count`` (a stack of k counts k).
 
     Its transpose is counted separately (``Counted(A).T.count``): a VJP and a JVP are
     different products.

@@ -49,7 +49,7 @@ class JacobianTranspose(LinearOperator):
     Args:
         output: ``F(h)``, recorded with autograd from the leaf ``h``.
         h: the leaf (requires grad).
-        jvp: ``v ↦ Jv`` by forward-mode AD, for :attr:`T` (optional).
+        jvp: ``v ↦ Jv`` by forward-mode AD, for ``T`` (optional).
         independent_samples: whether J is block-diagonal over samples; ``None`` decides
             it on first use, by ``decide`` or else by one probe
             (:func:`gradscope.layout.samples_independent`).

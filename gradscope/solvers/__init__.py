@@ -3,7 +3,7 @@ r"""Linear solvers for the adjoint system ``(I − Jᵀ)u = g`` (or any linear o
 Each solver is a frozen dataclass validated on construction, one file per algorithm;
 :func:`~gradscope.solvers.linear_solve` runs one and returns a :class:`~gradscope.solvers.Solution` whose residual is the
 **true** one, ``‖b − Ax‖ / ‖b‖``, recomputed after the iteration, never the solver's
-running estimate, and whose :attr:`~gradscope.solvers.Solution.status` says how it ended.
+running estimate, and whose ``status`` says how it ended.
 
 Batched states: when the operator's samples are independent (J block-diagonal, see
 :attr:`gradscope.operators.LinearOperator.independent_samples`) each sample gets its
