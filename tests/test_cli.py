@@ -97,12 +97,18 @@ def test_sweep_writes_csv_and_heatmaps(tmp_path, capsys):
 FACTORY = """
 import torch
 
+def seeded(layer, g):  # nn.Linear's own initialisation, drawn from g
+    torch.nn.init.kaiming_uniform_(layer.weight, a=5**0.5, generator=g)
+    bound = layer.weight.shape[1] ** -0.5
+    torch.nn.init.uniform_(layer.bias, -bound, bound, generator=g)
+    return layer
+
 class Cell(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(4, 4)
-        self.inj = torch.nn.Linear(3, 4)
+        g = torch.Generator().manual_seed(0)
+        self.lin = seeded(torch.nn.Linear(4, 4), g)
+        self.inj = seeded(torch.nn.Linear(3, 4), g)
         with torch.no_grad():
             self.lin.weight.mul_(0.5)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from cases import global_seed
 from torch import nn
 
 import gradscope as gs
@@ -29,8 +30,8 @@ def _worker(rank: int, world: int, folder: str) -> None:
         world_size=world,
         timeout=datetime.timedelta(seconds=60),
     )
-    torch.manual_seed(0)  # same initial model on every rank
-    model = gs.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
+    with global_seed(0):  # same initial model on every rank (DigitsDEQ takes no generator)
+        model = gs.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
     monitor = gs.GradientMonitor(
         estimators=[gs.OneStep()],
         schedule=gs.Every(2),
