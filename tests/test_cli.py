@@ -10,6 +10,7 @@ import pytest
 from gradscope.cli import main, parse_estimators
 
 
+@pytest.mark.slow  # a subprocess: a fresh interpreter imports torch
 def test_help_lists_examples():
     out = subprocess.run(
         [sys.executable, "-m", "gradscope", "--help"], capture_output=True, text=True, check=False
@@ -17,6 +18,7 @@ def test_help_lists_examples():
     assert out.returncode == 0 and "examples:" in out.stdout and "gradscope check" in out.stdout
 
 
+@pytest.mark.slow  # the demo end to end: training, monitor, figures
 def test_demo_quick_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path), "--seed", "1"]) == 0
     text = capsys.readouterr().out
@@ -39,6 +41,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert all(0.5 < r["cosine_median"] <= 1 for r in summary["estimators"])
 
 
+@pytest.mark.slow
 def test_demo_is_deterministic_with_a_seed(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert (
@@ -293,6 +296,7 @@ def test_sweep_on_the_demo_model(capsys):
     assert all(r["ascent"] in (True, False) for r in data["rows"])
 
 
+@pytest.mark.slow
 def test_demo_quiet_prints_nothing_and_json_is_the_summary(tmp_path, capsys):
     argv = ["demo", "--quick", "--steps", "6", "--every", "3", "--out", str(tmp_path)]
     assert main([*argv, "--quiet"]) == 0

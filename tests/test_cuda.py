@@ -104,6 +104,7 @@ def test_a_monitored_cuda_step_leaves_the_cuda_rng_and_the_gradient_alone():
 
 
 @cuda
+@pytest.mark.slow
 def test_demo_runs_on_cuda(tmp_path):
     import json
 

@@ -16,7 +16,10 @@ from torch import nn
 
 import gradscope as gs
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable"),
+    pytest.mark.slow,  # two spawned processes
+]
 
 
 def _worker(rank: int, world: int, folder: str) -> None:

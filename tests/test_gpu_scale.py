@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "analysis"))
@@ -45,6 +46,7 @@ def test_multiscale_cell_is_a_well_posed_per_sample_deq():
     assert exact.solution.converged
 
 
+@pytest.mark.slow
 def test_smoke_mode_end_to_end(tmp_path):
     assert gpu_scale.main(["--smoke", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "gpu_scale.csv").exists() and (tmp_path / "gpu_scale_facts.json").exists()
