@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
+
 import torch
 from torch import nn
 
@@ -34,6 +37,35 @@ def scaled_matrix(d: int, rho: float, *, kind: str = "random", seed: int = 0) ->
     return W * (rho / radius)
 
 
+def seeded_linear_(layer: nn.Linear, generator: torch.Generator) -> nn.Linear:
+    """Redo nn.Linear's default initialisation with draws from ``generator``.
+
+    The same distribution and order of draws as ``nn.Linear.reset_parameters`` (weight, then
+    bias), so a generator seeded s gives what ``torch.manual_seed(s)`` did, without
+    touching the global RNG.
+    """
+    with torch.no_grad():
+        nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=generator)
+        if layer.bias is not None:
+            bound = 1 / math.sqrt(layer.weight.shape[1])
+            nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
+    return layer
+
+
+@contextlib.contextmanager
+def global_seed(seed: int):
+    """Seed the global RNG inside the block and give the caller's state back after it.
+
+    Only for what can draw from nowhere else: a library model without a generator
+    argument, dropout, or a test of what the library does to the global RNG. Everything
+    else takes a ``torch.Generator().manual_seed(...)``.
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
 class LinearCell(nn.Module):
     """F(h, x) = h Wᵀ + x Uᵀ + b (rows are samples)."""
 
@@ -60,9 +92,9 @@ class TanhCell(nn.Module):
 
     def __init__(self, d: int = 8, n: int = 4, scale: float = 0.5, seed: int = 0) -> None:
         super().__init__()
-        torch.manual_seed(seed)
-        self.W = nn.Linear(d, d, bias=False)
-        self.U = nn.Linear(n, d)
+        g = torch.Generator().manual_seed(seed)
+        self.W = seeded_linear_(nn.Linear(d, d, bias=False), g)
+        self.U = seeded_linear_(nn.Linear(n, d), g)
         with torch.no_grad():
             self.W.weight.copy_(scaled_matrix(d, scale, seed=seed).to(self.W.weight))
         self.double()
@@ -76,9 +108,9 @@ class MLPCell(nn.Module):
 
     def __init__(self, d: int = 6, n: int = 3, width: int = 10, seed: int = 0) -> None:
         super().__init__()
-        torch.manual_seed(seed)
-        self.l1 = nn.Linear(d + n, width)
-        self.l2 = nn.Linear(width, d)
+        g = torch.Generator().manual_seed(seed)
+        self.l1 = seeded_linear_(nn.Linear(d + n, width), g)
+        self.l2 = seeded_linear_(nn.Linear(width, d), g)
         with torch.no_grad():
             self.l2.weight.mul_(0.8)
         self.double()

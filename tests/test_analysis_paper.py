@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from analysis_run import assert_quick_passes
 
+pytestmark = pytest.mark.slow  # a subprocess per script
+
 
 @pytest.mark.parametrize(
     ("script", "files"),

@@ -7,6 +7,8 @@ import pathlib
 
 import pytest
 
+pytestmark = pytest.mark.slow  # each script's quick mode: seconds
+
 ANALYSIS = pathlib.Path(__file__).resolve().parent.parent / "analysis"
 SCRIPTS = [
     "theorem1_sufficiency",

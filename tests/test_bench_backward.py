@@ -7,6 +7,10 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the benchmark's quick mode
+
 SCRIPT = Path(__file__).resolve().parents[1] / "analysis" / "bench_backward.py"
 
 

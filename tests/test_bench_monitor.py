@@ -11,6 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.slow  # the benchmark in a subprocess
+
 
 def test_bench_monitor_quick(tmp_path):
     pytest.importorskip("sklearn")

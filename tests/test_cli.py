@@ -10,6 +10,7 @@ import pytest
 from gradscope.cli import main, parse_estimators
 
 
+@pytest.mark.slow  # a subprocess: a fresh interpreter imports torch
 def test_help_lists_examples():
     out = subprocess.run(
         [sys.executable, "-m", "gradscope", "--help"], capture_output=True, text=True, check=False
@@ -17,6 +18,7 @@ def test_help_lists_examples():
     assert out.returncode == 0 and "examples:" in out.stdout and "gradscope check" in out.stdout
 
 
+@pytest.mark.slow  # the demo end to end: training, monitor, figures
 def test_demo_quick_end_to_end(tmp_path, capsys):
     assert main(["demo", "--quick", "--out", str(tmp_path), "--seed", "1"]) == 0
     text = capsys.readouterr().out
@@ -39,6 +41,7 @@ def test_demo_quick_end_to_end(tmp_path, capsys):
     assert all(0.5 < r["cosine_median"] <= 1 for r in summary["estimators"])
 
 
+@pytest.mark.slow
 def test_demo_is_deterministic_with_a_seed(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     assert (
@@ -97,12 +100,18 @@ def test_sweep_writes_csv_and_heatmaps(tmp_path, capsys):
 FACTORY = """
 import torch
 
+def seeded(layer, g):  # nn.Linear's own initialisation, drawn from g
+    torch.nn.init.kaiming_uniform_(layer.weight, a=5**0.5, generator=g)
+    bound = layer.weight.shape[1] ** -0.5
+    torch.nn.init.uniform_(layer.bias, -bound, bound, generator=g)
+    return layer
+
 class Cell(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        torch.manual_seed(0)
-        self.lin = torch.nn.Linear(4, 4)
-        self.inj = torch.nn.Linear(3, 4)
+        g = torch.Generator().manual_seed(0)
+        self.lin = seeded(torch.nn.Linear(4, 4), g)
+        self.inj = seeded(torch.nn.Linear(3, 4), g)
         with torch.no_grad():
             self.lin.weight.mul_(0.5)
 
@@ -287,6 +296,7 @@ def test_sweep_on_the_demo_model(capsys):
     assert all(r["ascent"] in (True, False) for r in data["rows"])
 
 
+@pytest.mark.slow
 def test_demo_quiet_prints_nothing_and_json_is_the_summary(tmp_path, capsys):
     argv = ["demo", "--quick", "--steps", "6", "--every", "3", "--out", str(tmp_path)]
     assert main([*argv, "--quiet"]) == 0

@@ -11,11 +11,15 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from cases import global_seed
 from torch import nn
 
 import gradscope as gs
 
-pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable")
+pytestmark = [
+    pytest.mark.skipif(not dist.is_available(), reason="torch.distributed unavailable"),
+    pytest.mark.slow,  # two spawned processes
+]
 
 
 def _worker(rank: int, world: int, folder: str) -> None:
@@ -29,8 +33,8 @@ def _worker(rank: int, world: int, folder: str) -> None:
         world_size=world,
         timeout=datetime.timedelta(seconds=60),
     )
-    torch.manual_seed(0)  # same initial model on every rank
-    model = gs.synthetic.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
+    with global_seed(0):  # same initial model on every rank (DigitsDEQ takes no generator)
+        model = gs.synthetic.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
     monitor = gs.GradientMonitor(
         estimators=[gs.OneStep()],
         schedule=gs.monitor.Every(2),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from cases import global_seed, seeded_linear_
 
 import gradscope as gs
 from gradscope._memory import GraphMeter
@@ -12,10 +13,10 @@ F64 = torch.float64
 
 
 def _setup(seed: int = 0, d: int = 6, batch: int = 4):
-    torch.manual_seed(seed)
-    cell = gs.synthetic.TanhCell(d, spectral_norm=0.9).double()
-    x = torch.randn(batch, d, dtype=F64, requires_grad=True)
-    g = torch.randn(batch, d, dtype=F64)
+    gen = torch.Generator().manual_seed(seed)
+    cell = gs.synthetic.TanhCell(d, spectral_norm=0.9, generator=gen).double()
+    x = torch.randn(batch, d, generator=gen, dtype=F64, requires_grad=True)
+    g = torch.randn(batch, d, generator=gen, dtype=F64)
     return cell, x, g
 
 
@@ -47,9 +48,9 @@ def test_layer_gradient_equals_library_estimator(estimator):
 def test_layer_exact_gradient_matches_closed_form_of_a_linear_cell():
     # F(h, x) = W h + x: h* = (I − W)⁻¹ x, so for ℓ = ⟨g, h*⟩: ∇_x ℓ = (I − W)⁻ᵀ g and
     # ∇_W ℓ = u h*ᵀ with u = (I − Wᵀ)⁻¹ g.
-    torch.manual_seed(1)
+    gen = torch.Generator().manual_seed(1)
     d = 5
-    cell = torch.nn.Linear(d, d, bias=False).double()
+    cell = seeded_linear_(torch.nn.Linear(d, d, bias=False), gen).double()
     with torch.no_grad():
         cell.weight.mul_(0.6 / torch.linalg.matrix_norm(cell.weight, ord=2))
 
@@ -61,8 +62,8 @@ def test_layer_exact_gradient_matches_closed_form_of_a_linear_cell():
         def forward(self, h, x):
             return self.lin(h) + x
 
-    x = torch.randn(d, dtype=F64, requires_grad=True)
-    g = torch.randn(d, dtype=F64)
+    x = torch.randn(d, generator=gen, dtype=F64, requires_grad=True)
+    g = torch.randn(d, generator=gen, dtype=F64)
     layer = gs.ImplicitLayer(Affine(), gs.Exact(gs.solvers.GMRES(rtol=1e-13)), gs.layers.ForwardSolver(rtol=1e-14))
     layer(x, h0=torch.zeros(d, dtype=F64)).backward(g)
     eye = torch.eye(d, dtype=F64)
@@ -77,9 +78,9 @@ def test_layer_exact_gradient_matches_closed_form_of_a_linear_cell():
 class CoupledCell(torch.nn.Module):
     """F(h, x) = tanh(0.5 BN(W h) + x): BatchNorm in train mode couples the samples."""
 
-    def __init__(self, d=5):
+    def __init__(self, generator, d=5):
         super().__init__()
-        self.W = torch.nn.Linear(d, d, bias=False)
+        self.W = seeded_linear_(torch.nn.Linear(d, d, bias=False), generator)
         self.bn = torch.nn.BatchNorm1d(d)
 
     def forward(self, h, x):
@@ -87,10 +88,10 @@ class CoupledCell(torch.nn.Module):
 
 
 def test_exact_backward_of_a_cell_coupling_the_samples():
-    torch.manual_seed(0)
-    cell = CoupledCell().double()
-    x = torch.randn(6, 5, dtype=F64, requires_grad=True)
-    g = torch.randn(6, 5, dtype=F64)
+    gen = torch.Generator().manual_seed(0)
+    cell = CoupledCell(gen).double()
+    x = torch.randn(6, 5, generator=gen, dtype=F64, requires_grad=True)
+    g = torch.randn(6, 5, generator=gen, dtype=F64)
     layer = gs.ImplicitLayer(
         cell,
         gs.Exact(gs.solvers.GMRES(rtol=1e-12)),
@@ -109,10 +110,10 @@ def test_exact_backward_of_a_cell_coupling_the_samples():
 
 
 def _graph_bytes(estimator, d=32, batch=16):
-    torch.manual_seed(0)
-    cell = gs.synthetic.TanhCell(d, 0.8)
+    gen = torch.Generator().manual_seed(0)
+    cell = gs.synthetic.TanhCell(d, 0.8, generator=gen)
     layer = gs.ImplicitLayer(cell, estimator)
-    x = torch.randn(batch, d)
+    x = torch.randn(batch, d, generator=gen)
     meter = GraphMeter()
     with meter.hooks():
         out = layer(x, h0=torch.zeros_like(x))
@@ -142,10 +143,10 @@ def test_no_grad_returns_the_equilibrium_and_stats_are_recorded():
 
 
 def test_float32_exact_backward_reports_its_solve():
-    torch.manual_seed(0)
-    cell = gs.synthetic.TanhCell(8, 0.8)
+    gen = torch.Generator().manual_seed(0)
+    cell = gs.synthetic.TanhCell(8, 0.8, generator=gen)
     layer = gs.ImplicitLayer(cell, gs.Exact(gs.solvers.GMRES(rtol=1e-5)))
-    x = torch.randn(3, 8)
+    x = torch.randn(3, 8, generator=gen)
     layer(x, h0=torch.zeros_like(x)).square().sum().backward()
     solution = layer.last_backward.solution
     assert solution.converged and solution.residual <= 1e-5
@@ -167,7 +168,7 @@ def test_exact_backward_failure_warns_and_is_recorded():
     layer = gs.ImplicitLayer(
         Linear(), gs.Exact(gs.solvers.FixedPointIteration(max_steps=20)), gs.layers.ForwardSolver(rtol=1e-12)
     )
-    x = torch.randn(2, d, dtype=F64)
+    x = torch.randn(2, d, generator=torch.Generator().manual_seed(0), dtype=F64)
     out = layer(x, h0=torch.zeros_like(x))
     with pytest.warns(gs.ConvergenceWarning):
         out.sum().backward()
@@ -185,12 +186,13 @@ def test_bad_arguments_raise_with_the_fix():
 
 def _train(estimator, steps=40, seed=0):
     data = gs.synthetic.load_digits_tensors(seed=0)
-    torch.manual_seed(seed)
-    model = gs.synthetic.DigitsDEQ(width=32, estimator=estimator)
+    with global_seed(seed):  # DigitsDEQ takes no generator
+        model = gs.synthetic.DigitsDEQ(width=32, estimator=estimator)
+    gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
     for _ in range(steps):
-        idx = torch.randint(0, len(data.y_train), (64,))
+        idx = torch.randint(0, len(data.y_train), (64,), generator=gen)
         loss = torch.nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
         opt.zero_grad()
         loss.backward()
@@ -215,10 +217,10 @@ def test_training_on_digits_reduces_the_loss(estimator):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_layer_on_cuda_matches_cpu(dtype):
-    torch.manual_seed(0)
-    cell = gs.synthetic.TanhCell(8, 0.8).to(dtype)
-    x = torch.randn(4, 8, dtype=dtype)
-    g = torch.randn(4, 8, dtype=dtype)
+    gen = torch.Generator().manual_seed(0)
+    cell = gs.synthetic.TanhCell(8, 0.8, generator=gen).to(dtype)
+    x = torch.randn(4, 8, generator=gen, dtype=dtype)
+    g = torch.randn(4, 8, generator=gen, dtype=dtype)
     grads = []
     for device in ("cpu", "cuda"):
         c = gs.synthetic.TanhCell(8, 0.8).to(dtype=dtype, device=device)

@@ -7,6 +7,7 @@ import logging
 
 import pytest
 import torch
+from cases import global_seed, seeded_linear_
 from torch import nn
 
 import gradscope as gs
@@ -17,13 +18,13 @@ F64 = torch.float64
 class Net(nn.Module):
     """Projection → BatchNorm → implicit layer → dropout → head: buffers and RNG in play."""
 
-    def __init__(self, estimator=None, width=16):
+    def __init__(self, generator, estimator=None, width=16):
         super().__init__()
-        self.project = nn.Linear(64, width)
+        self.project = seeded_linear_(nn.Linear(64, width), generator)
         self.norm = nn.BatchNorm1d(width)
-        self.layer = gs.ImplicitLayer(gs.synthetic.TanhCell(width, 0.7), estimator)
+        self.layer = gs.ImplicitLayer(gs.synthetic.TanhCell(width, 0.7, generator=generator), estimator)
         self.drop = nn.Dropout(0.2)
-        self.head = nn.Linear(width, 10)
+        self.head = seeded_linear_(nn.Linear(width, 10), generator)
 
     def forward(self, x):
         z = self.norm(self.project(x))
@@ -38,21 +39,24 @@ def _data(n=256, seed=0):
 
 
 def _train(monitor=None, steps=50, seed=0):
+    """Train Net; also returns the global RNG state at the end (dropout draws from it)."""
     x, y = _data()
-    torch.manual_seed(seed)
-    model = Net()
+    generator = torch.Generator().manual_seed(seed)
+    model = Net(generator)
     if monitor is not None:
         monitor.attach(model.layer, name="deq")
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []
-    for _ in range(steps):
-        idx = torch.randint(0, len(y), (32,))
-        loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
-    return model, opt, losses
+    with global_seed(seed):
+        for _ in range(steps):
+            idx = torch.randint(0, len(y), (32,), generator=generator)
+            loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        rng = torch.get_rng_state()
+    return model, opt, losses, rng
 
 
 def test_training_is_bit_identical_with_and_without_the_monitor():
@@ -60,28 +64,23 @@ def test_training_is_bit_identical_with_and_without_the_monitor():
         return {"noise": float(torch.randn(()))}  # consumes the RNG inside the monitor
 
     monitor = gs.GradientMonitor(schedule=gs.monitor.Every(10), extra=noisy_extra)
-    plain_model, plain_opt, plain_losses = _train(None)
-    model, opt, losses = _train(monitor)
+    plain_model, plain_opt, plain_losses, plain_rng = _train(None)
+    model, opt, losses, rng = _train(monitor)
     assert monitor.observations == 5 and monitor.errors == 0
     assert losses == plain_losses
     for (n, a), (_, b) in zip(plain_model.state_dict().items(), model.state_dict().items()):
         assert torch.equal(a, b), n
     for a, b in zip(plain_opt.state_dict()["state"].values(), opt.state_dict()["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in ("exp_avg", "exp_avg_sq"))
-    assert torch.equal(torch.get_rng_state(), _rng_after_plain_run())
-
-
-def _rng_after_plain_run():
-    _train(None)
-    return torch.get_rng_state()
+    assert torch.equal(rng, plain_rng)
 
 
 class NormCell(nn.Module):
     """F(h, x) = tanh(BN(W h) + x), a cell with running statistics (train mode)."""
 
-    def __init__(self, d=8):
+    def __init__(self, generator, d=8):
         super().__init__()
-        self.W = nn.Linear(d, d, bias=False)
+        self.W = seeded_linear_(nn.Linear(d, d, bias=False), generator)
         self.bn = nn.BatchNorm1d(d)
         with torch.no_grad():
             self.W.weight.mul_(0.3)
@@ -91,15 +90,15 @@ class NormCell(nn.Module):
 
 
 def test_a_monitored_step_leaves_rng_buffers_flags_and_grads_alone():
-    torch.manual_seed(0)
-    cell = NormCell()
+    generator = torch.Generator().manual_seed(0)
+    cell = NormCell(generator)
     layer = gs.ImplicitLayer(cell, gs.Neumann(5, 0.5))
     draws = []
     monitor = gs.GradientMonitor(
         schedule=gs.monitor.Every(1), extra=lambda *_: {"draw": draws.append(torch.rand(())) or 0.0}
     )
     monitor.attach(layer)
-    x = torch.randn(6, 8)
+    x = torch.randn(6, 8, generator=generator)
     out = layer(x, h0=torch.zeros_like(x))
     buffers = {n: b.clone() for n, b in cell.named_buffers()}
     rng = torch.get_rng_state()
@@ -121,10 +120,10 @@ def test_a_monitored_step_leaves_rng_buffers_flags_and_grads_alone():
 
 def _observed_steps(schedule, steps=20):
     monitor = gs.GradientMonitor(estimators=[gs.OneStep()], schedule=schedule)
-    torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.OneStep())
+    generator = torch.Generator().manual_seed(0)
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5, generator=generator), gs.OneStep())
     monitor.attach(layer)
-    x = torch.randn(3, 4)
+    x = torch.randn(3, 4, generator=generator)
     for _ in range(steps):
         layer(x, h0=torch.zeros_like(x)).sum().backward()
     with torch.no_grad():  # not a training step: not counted, not observed
@@ -145,8 +144,8 @@ def test_the_schedule_is_respected():
 
 def test_records_hold_the_metrics_asked_for():
     pd = pytest.importorskip("pandas")
-    torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(8, 0.8).double(), gs.Neumann(5, 0.5))
+    generator = torch.Generator().manual_seed(0)
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(8, 0.8, generator=generator).double(), gs.Neumann(5, 0.5))
     monitor = gs.GradientMonitor(
         estimators=[gs.Unrolled(5, 0.5), gs.OneStep(), gs.Neumann(5, 0.5)],
         exact=gs.Exact(gs.solvers.GMRES(rtol=1e-10)),
@@ -154,7 +153,7 @@ def test_records_hold_the_metrics_asked_for():
         extra=gs.monitor.spectral_norm_extra(),
     )
     monitor.attach(layer, name="deq")
-    x = torch.randn(5, 8, dtype=F64)
+    x = torch.randn(5, 8, generator=generator, dtype=F64)
     layer(x, h0=torch.zeros_like(x)).square().sum().backward()
     df = monitor.dataframe()
     assert isinstance(df, pd.DataFrame) and list(df.columns) == list(gs.monitor.COLUMNS)
@@ -199,10 +198,10 @@ def test_csv_and_jsonl_round_trip(tmp_path):
     pytest.importorskip("pandas")
     csv_sink, jsonl_sink = gs.monitor.CSVSink(tmp_path / "r.csv"), gs.monitor.JSONLSink(tmp_path / "r.jsonl")
     monitor = gs.GradientMonitor(schedule=gs.monitor.Every(2), sinks=[csv_sink, jsonl_sink])
-    torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(6, 0.6), gs.Unrolled(3, 0.5))
+    generator = torch.Generator().manual_seed(0)
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(6, 0.6, generator=generator), gs.Unrolled(3, 0.5))
     monitor.attach(layer)
-    x = torch.randn(4, 6)
+    x = torch.randn(4, 6, generator=generator)
     for _ in range(4):
         layer(x, h0=torch.zeros_like(x)).sum().backward()
     monitor.close()
@@ -222,10 +221,10 @@ def test_tensorboard_sink_is_read_back(tmp_path):
     monitor = gs.GradientMonitor(
         estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[gs.monitor.TensorBoardSink(tmp_path)]
     )
-    torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.OneStep())
+    generator = torch.Generator().manual_seed(0)
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5, generator=generator), gs.OneStep())
     monitor.attach(layer, name="deq")
-    x = torch.randn(3, 4)
+    x = torch.randn(3, 4, generator=generator)
     for _ in range(3):
         layer(x, h0=torch.zeros_like(x)).sum().backward()
     monitor.close()
@@ -240,9 +239,10 @@ def test_logging_sink(caplog):
     monitor = gs.GradientMonitor(
         estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[gs.monitor.LoggingSink()]
     )
-    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.OneStep())
+    generator = torch.Generator().manual_seed(0)
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5, generator=generator), gs.OneStep())
     monitor.attach(layer, name="deq")
-    x = torch.randn(3, 4)
+    x = torch.randn(3, 4, generator=generator)
     with caplog.at_level(logging.INFO, logger="gradscope.monitor"):
         layer(x, h0=torch.zeros_like(x)).sum().backward()
     assert any("OneStep" in r.getMessage() and "cosine=" in r.getMessage() for r in caplog.records)
@@ -251,24 +251,24 @@ def test_logging_sink(caplog):
 class Flip(nn.Module):
     """F(h, x) = W h + x with W = −1.5 I: ρ(J) = 1.5, so fixed-point iteration diverges."""
 
-    def __init__(self, d=4):
+    def __init__(self, generator, d=4):
         super().__init__()
-        self.W = nn.Parameter(-1.5 * torch.eye(d) + 0.01 * torch.randn(d, d))
+        self.W = nn.Parameter(-1.5 * torch.eye(d) + 0.01 * torch.randn(d, d, generator=generator))
 
     def forward(self, h, x):
         return h @ self.W.T + x
 
 
 def test_a_failing_exact_solve_is_recorded_and_training_goes_on(caplog):
-    torch.manual_seed(0)
-    # Neumann(5, 0.5) is fine here: B = 1 − 0.5·(1 + 1.5) = −0.25 (docs/explanation/damping.rst (theory-damping)).
-    layer = gs.ImplicitLayer(Flip(), gs.Neumann(5, 0.5), gs.layers.ForwardSolver(rtol=1e-6))
+    generator = torch.Generator().manual_seed(0)
+    # Neumann(5, 0.5) is fine here: B = 1 − 0.5·(1 + 1.5) = −0.25 (THEORY.md §5).
+    layer = gs.ImplicitLayer(Flip(generator), gs.Neumann(5, 0.5), gs.layers.ForwardSolver(rtol=1e-6))
     monitor = gs.GradientMonitor(
         exact=gs.Exact(gs.solvers.FixedPointIteration(max_steps=30)), schedule=gs.monitor.Every(1)
     )
     monitor.attach(layer)
     opt = torch.optim.SGD(layer.parameters(), lr=1e-3)
-    x = torch.randn(8, 4)
+    x = torch.randn(8, 4, generator=generator)
     with caplog.at_level(logging.WARNING, logger="gradscope.monitor"):
         for _ in range(3):
             loss = layer(x, h0=torch.zeros_like(x)).square().mean()
@@ -289,9 +289,10 @@ def test_an_exception_in_the_monitor_is_counted_and_training_goes_on():
         raise RuntimeError("boom")
 
     monitor = gs.GradientMonitor(estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), extra=broken)
-    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.OneStep())
+    generator = torch.Generator().manual_seed(0)
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5, generator=generator), gs.OneStep())
     monitor.attach(layer)
-    x = torch.randn(3, 4)
+    x = torch.randn(3, 4, generator=generator)
     for _ in range(2):
         layer(x, h0=torch.zeros_like(x)).sum().backward()
     assert monitor.errors == 2 and "boom" in monitor.last_error
@@ -306,10 +307,10 @@ def test_memory_does_not_grow_over_a_long_run():
     monitor = gs.GradientMonitor(
         estimators=[gs.OneStep(), gs.Unrolled(2, 0.5)], schedule=gs.monitor.Every(1), keep_records=False
     )
-    torch.manual_seed(0)
-    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5), gs.Neumann(3, 0.5))
+    generator = torch.Generator().manual_seed(0)
+    layer = gs.ImplicitLayer(gs.synthetic.TanhCell(4, 0.5, generator=generator), gs.Neumann(3, 0.5))
     monitor.attach(layer)
-    x = torch.randn(3, 4)
+    x = torch.randn(3, 4, generator=generator)
 
     def live_tensors():
         gc.collect()
@@ -329,10 +330,10 @@ def test_memory_does_not_grow_over_a_long_run():
 def test_watch_any_deq_with_a_function_cell():
     # A hand-written DEQ step: the user solves h*, re-attaches F once (one-step gradient)
     # and hands the monitor F as fn(params, h, x) with its parameters.
-    torch.manual_seed(0)
-    W = (0.5 * torch.randn(6, 6, dtype=F64) / 6**0.5).requires_grad_()
+    generator = torch.Generator().manual_seed(0)
+    W = (0.5 * torch.randn(6, 6, generator=generator, dtype=F64) / 6**0.5).requires_grad_()
     fn = lambda p, h, x: torch.tanh(h @ p["W"].T + x)
-    x = torch.randn(4, 6, dtype=F64)
+    x = torch.randn(4, 6, generator=generator, dtype=F64)
     fp = gs.find_fixed_point(lambda h, x: fn({"W": W.detach()}, h, x), x, rtol=1e-12)
     monitor = gs.GradientMonitor(
         estimators=[gs.Neumann(40, 1.0)], exact=gs.Exact(gs.solvers.Dense()), schedule=gs.monitor.Every(1)
@@ -353,14 +354,14 @@ def test_watch_any_deq_with_a_function_cell():
 
 def test_torchdeq_model_is_monitored():
     torchdeq = pytest.importorskip("torchdeq")
-    torch.manual_seed(0)
-    cell = gs.synthetic.TanhCell(8, 0.6)
+    generator = torch.Generator().manual_seed(0)
+    cell = gs.synthetic.TanhCell(8, 0.6, generator=generator)
     deq = torchdeq.get_deq(f_solver="fixed_point_iter", f_max_iter=60, f_tol=1e-6, grad=5, tau=0.5)
     monitor = gs.GradientMonitor(
         estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), exact=gs.Exact(gs.solvers.GMRES(rtol=1e-6))
     )
     monitor.attach_torchdeq(deq, cell, name="torchdeq", training_estimator=gs.Unrolled(5, 0.5))
-    x = torch.randn(4, 8)
+    x = torch.randn(4, 8, generator=generator)
     z_out, _ = deq(lambda z: cell(z, x), torch.zeros(4, 8))
     z_out[-1].square().sum().backward()
     torchdeq_grad = cell.W.weight.grad.clone()

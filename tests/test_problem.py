@@ -1,6 +1,6 @@
 import pytest
 import torch
-from cases import DT, LinearCell, TanhCell, randn, scaled_matrix, solved_problem
+from cases import DT, LinearCell, TanhCell, randn, scaled_matrix, seeded_linear_, solved_problem
 from torch import nn
 
 import gradscope as gs
@@ -45,7 +45,7 @@ def test_module_is_not_modified_batchnorm_buffers_and_grads():
     class BNCell(nn.Module):
         def __init__(self):
             super().__init__()
-            self.lin = nn.Linear(4, 4)
+            self.lin = seeded_linear_(nn.Linear(4, 4), torch.Generator().manual_seed(0))
             self.bn = nn.BatchNorm1d(4)
 
         def forward(self, h, x):
@@ -86,7 +86,7 @@ def test_bad_module_output_shape():
     class Bad(nn.Module):
         def __init__(self):
             super().__init__()
-            self.lin = nn.Linear(5, 3)
+            self.lin = seeded_linear_(nn.Linear(5, 3), torch.Generator().manual_seed(0))
 
         def forward(self, h, x):
             return self.lin(h)
