@@ -258,7 +258,7 @@ def training_step(model: MDEQ, images, labels, estimator, optimizer, args) -> di
     loss.backward()  # head gradients and g = ∂ℓ/∂h*
     sync(device)
     t1 = time.perf_counter()
-    problem = gs.FixedPointProblem.from_module(model.cell, fp.value, x_inj.detach(), rtol=1e9)
+    problem = gs.FixedPointProblem.from_module(model.cell, fp.value, x_inj.detach(), check=False)
     sync(device)
     t2 = time.perf_counter()  # (the residual check of the problem is diagnostics, not training)
     estimate = gs.estimate_gradient(problem, h.grad, estimator)
@@ -322,7 +322,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
     for name, est in estimators.items():
         times, peaks = [], []
         for _ in range(args.repeats):
-            problem = gs.FixedPointProblem.from_module(model.cell, fp.value, x_inj, rtol=1e9)
+            problem = gs.FixedPointProblem.from_module(model.cell, fp.value, x_inj, check=False)
             estimate = gs.estimate_gradient(problem, g, est)
             times.append(estimate.cost.seconds)
             peaks.append(estimate.cost.peak_cuda_bytes or 0)
@@ -380,7 +380,7 @@ def measure(args: argparse.Namespace) -> tuple[list[dict], dict]:
 
 def spectral_facts(model: MDEQ, h_star, x_inj, args) -> dict:
     """ρ(J) by per-sample Arnoldi (gradscope.spectral_radius), with its cost."""
-    problem = gs.FixedPointProblem.from_module(model.cell, h_star, x_inj, rtol=1e9)
+    problem = gs.FixedPointProblem.from_module(model.cell, h_star, x_inj, check=False)
     rho = gs.spectral_radius(problem)
     return {
         "rho_J": rho.value,
