@@ -15,11 +15,31 @@ from .base import Adjoint, Estimator
 if TYPE_CHECKING:
     from ..operators import LinearOperator
 
-__all__ = ["Neumann", "OneStep", "neumann_adjoint"]
+__all__ = ["DampedSteps", "Neumann", "OneStep", "neumann_adjoint"]
 
 
 @dataclass(frozen=True)
-class Neumann(Estimator):
+class DampedSteps(Estimator):
+    """What NPG and UPG share: k ≥ 1 steps of the damped map with damping λ in (0, 1].
+
+    The fields are validated on construction; the name reads ``Class(k, λ)``.
+    """
+
+    steps: int = 5
+    damping: float = 0.5
+
+    def __post_init__(self) -> None:
+        check_steps(type(self).__name__, "steps", self.steps)
+        check_damping(type(self).__name__, self.damping)
+
+    @property
+    def name(self) -> str:
+        """Short label for tables."""
+        return f"{type(self).__name__}({self.steps}, {self.damping:g})"
+
+
+@dataclass(frozen=True)
+class Neumann(DampedSteps):
     r"""The Neumann-series phantom gradient NPG (Geng et al. 2021, equation 10).
 
     ``v ← g``, then k − 1 times ``v ← g + B_λᵀ v``, then ``u = λv`` — that is
@@ -43,18 +63,6 @@ class Neumann(Estimator):
         True
 
     """
-
-    steps: int = 5
-    damping: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_steps("Neumann", "steps", self.steps)
-        check_damping("Neumann", self.damping)
-
-    @property
-    def name(self) -> str:
-        """Short label for tables."""
-        return f"Neumann({self.steps}, {self.damping:g})"
 
     def adjoint(self, JT: LinearOperator, g: torch.Tensor) -> Adjoint:
         """``λ Σ_{t<k} (B_λᵀ)^t g``, with the growth of its terms."""

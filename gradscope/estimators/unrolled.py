@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .._checks import check_damping, check_steps
 from .._memory import GraphMeter
 from ..status import Status
-from .base import Adjoint, Estimator, Gradient
-from .neumann import neumann_adjoint
+from .base import Adjoint, Gradient
+from .neumann import DampedSteps, neumann_adjoint
 
 if TYPE_CHECKING:
     from ..operators import LinearOperator
@@ -22,7 +21,7 @@ __all__ = ["Unrolled"]
 
 
 @dataclass(frozen=True)
-class Unrolled(Estimator):
+class Unrolled(DampedSteps):
     """The unrolling-based phantom gradient UPG A(k, λ) (Geng et al. 2021, equation 9).
 
     From ``h₀ = stopgrad(h*)`` run ``h_{t+1} = (1 − λ)h_t + λF(h_t, x; θ)`` for k steps
@@ -47,18 +46,6 @@ class Unrolled(Estimator):
         True
 
     """
-
-    steps: int = 5
-    damping: float = 0.5
-
-    def __post_init__(self) -> None:
-        check_steps("Unrolled", "steps", self.steps)
-        check_damping("Unrolled", self.damping)
-
-    @property
-    def name(self) -> str:
-        """Short label for tables."""
-        return f"Unrolled({self.steps}, {self.damping:g})"
 
     def adjoint(self, JT: LinearOperator, g: torch.Tensor) -> Adjoint:
         """The adjoint at an exact fixed point: NPG's ``λ Σ_{t<k} (B_λᵀ)^t g``."""

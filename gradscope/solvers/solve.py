@@ -15,7 +15,7 @@ import time
 import torch
 
 from .._checks import check_same_dtype_device, check_tensor, fail, tf32_hint
-from ..operators import LinearOperator
+from ..operators import Counted, LinearOperator
 from ..status import Status, report
 from .base import Solution, Solver, default_solver_rtol
 from .gmres import GMRES
@@ -118,7 +118,7 @@ def solve(
             "Use per_sample=False or per_sample=None.",
         )
     layout = A.layout(per_sample)
-    counted = _CountingView(A)
+    counted = Counted(A)  # this solve's products, without touching A
     start = time.perf_counter()
     b = b.detach()
     x = torch.zeros_like(b) if x0 is None else x0.detach().clone()
@@ -167,23 +167,3 @@ def describe_failure(solution: Solution, what: str, call: str) -> str:
         f"residual {solution.residual:.3e} (rtol={solver.rtol:g}) after {solution.steps} steps "
         f"and {solution.matvecs} products. {solver.remedy(n)}" + tf32_hint(x.is_cuda, x.dtype)
     )
-
-
-class _CountingView(LinearOperator):
-    """``A`` seen by one solve: counts this solve's products without touching ``A``."""
-
-    def __init__(self, A: LinearOperator) -> None:
-        super().__init__(A.like, A.name, independent_samples=A.independent_samples)
-        self.A = A
-        self.count = 0
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        self.count += 1
-        return self.A.matvec(v)
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        self.count += V.shape[0]
-        return self.A.matmat(V)
-
-    def transpose(self) -> LinearOperator:
-        return self.A.T
