@@ -46,6 +46,14 @@ class Picard:
     Args:
         damping: λ in (0, 1]; 1 is the plain iteration ``h ← F(h)``.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> x = torch.tensor([0.5, -1.0], dtype=torch.float64)
+        >>> method = gs.fixed_point.Picard(damping=0.8)
+        >>> fp = gs.find_fixed_point(lambda h, x: torch.tanh(0.5 * h + x), x, method=method, rtol=1e-10)
+        >>> fp.converged, fp.residual < 1e-10
+        (True, True)
+
     """
 
     damping: float = 1.0
@@ -66,6 +74,14 @@ class Anderson:
         memory: number of past iterates mixed (m ≥ 1).
         mixing: β in (0, 1].
         regularization: relative ridge added to the normal equations (> 0).
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> x = torch.tensor([0.5, -1.0], dtype=torch.float64)
+        >>> method = gs.fixed_point.Anderson(memory=3)
+        >>> fp = gs.find_fixed_point(lambda h, x: torch.tanh(0.5 * h + x), x, method=method, rtol=1e-12)
+        >>> fp.converged, fp.residual < 1e-12
+        (True, True)
 
     """
 
@@ -92,6 +108,13 @@ class FixedPointResult:
         trace: the largest relative residual after each step.
         steps: iterations taken.
         evaluations: calls of F.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> h0 = torch.zeros(3, dtype=torch.float64)
+        >>> fp = gs.find_fixed_point(lambda h: 0.5 * h + 1.0, h0=h0, rtol=1e-12)  # h* = 2
+        >>> fp.converged, fp.value.round(decimals=8).tolist(), len(fp.trace) == fp.steps
+        (True, [2.0, 2.0, 2.0], True)
 
     """
 

@@ -53,6 +53,16 @@ class ForwardSolver:
         max_steps: iteration budget (≥ 1).
         per_sample: Anderson weights per sample.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> from gradscope.layers import ForwardSolver
+        >>> cell = torch.nn.Linear(2, 2).double()
+        >>> _ = torch.nn.init.constant_(cell.weight, 0.25), torch.nn.init.constant_(cell.bias, 1.0)
+        >>> solver = ForwardSolver(gs.fixed_point.Picard(damping=0.9), rtol=1e-10, max_steps=100)
+        >>> h = gs.ImplicitLayer(cell, solver=solver)(h0=torch.zeros(2, dtype=torch.float64))
+        >>> h.round(decimals=6).tolist()  # h* = 0.5 h* + 1
+        [2.0, 2.0]
+
     """
 
     method: Anderson | Picard = field(default_factory=Anderson)
@@ -87,6 +97,16 @@ class BackwardStats:
             (> 1: the series grew).
         status: how the adjoint computation ended (Unrolled: always
             :attr:`~gradscope.Status.SUCCESS`, its backward is plain autograd).
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> cell = torch.nn.Linear(2, 2).double()
+        >>> _ = torch.nn.init.constant_(cell.weight, 0.25), torch.nn.init.constant_(cell.bias, 1.0)
+        >>> layer = gs.ImplicitLayer(cell, estimator=gs.Neumann(5, 0.5))
+        >>> layer(h0=torch.zeros(2, dtype=torch.float64)).sum().backward()
+        >>> stats = layer.last_backward
+        >>> stats.estimator, stats.vjps, stats.status.ok
+        ('Neumann(5, 0.5)', 5, True)
 
     """
 

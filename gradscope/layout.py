@@ -35,6 +35,14 @@ class SampleLayout:
         shape: the shape of the state.
         per_sample: one row per sample along dimension 0 (ignored for 0-D and 1-D states).
 
+    Example:
+        >>> import torch
+        >>> from gradscope.layout import SampleLayout
+        >>> layout = SampleLayout(torch.Size([4, 3]), per_sample=True)
+        >>> x = torch.ones(4, 3, dtype=torch.float64)
+        >>> layout.rows, layout.n, layout.dots(x, x).tolist()
+        (4, 3, [3.0, 3.0, 3.0, 3.0])
+
     """
 
     shape: torch.Size

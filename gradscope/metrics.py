@@ -37,6 +37,12 @@ class Agreement:
         estimate_norm: ``‖â‖``.
         reference_norm: ``‖a‖``.
 
+    Example:
+        >>> from gradscope.metrics import Agreement
+        >>> a = Agreement.from_sums(inner=2.0, est_sq=4.0, ref_sq=1.0, diff_sq=1.0)  # â = 2a, ‖a‖ = 1
+        >>> a.cosine, a.relative_error, a.norm_ratio, a.ascent
+        (1.0, 1.0, 2.0, True)
+
     """
 
     cosine: float
@@ -78,6 +84,15 @@ class Comparison:
         overall: :class:`~gradscope.metrics.Agreement` over all parameters together.
         per_param: :class:`~gradscope.metrics.Agreement` per parameter name.
         per_input: :class:`~gradscope.metrics.Agreement` per input (``None`` where either side has none).
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> from gradscope.estimators import GradientEstimate
+        >>> ref = GradientEstimate.from_grads({"W": torch.tensor([1.0, 0.0], dtype=torch.float64)}, name="ref")
+        >>> est = GradientEstimate.from_grads({"W": torch.tensor([1.0, 1.0], dtype=torch.float64)}, name="est")
+        >>> c = gs.compare(est, ref)
+        >>> round(c.cosine, 4), c.relative_error, c.per_param["W"].ascent
+        (0.7071, 1.0, True)
 
     """
 

@@ -68,6 +68,14 @@ class FixedPointResidual:
         max_absolute: the largest absolute residual, as a float.
         max_relative: the largest relative residual, as a float.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> p = {"a": torch.tensor(0.5, dtype=torch.float64)}
+        >>> h = torch.ones(2, dtype=torch.float64)  # F(h) = 1.5 h: not a fixed point
+        >>> r = gs.FixedPointProblem.from_function(lambda p, h: 1.5 * h, p, h, check=False).residual
+        >>> round(r.max_absolute, 4), round(r.max_relative, 4)
+        (0.7071, 0.3333)
+
     """
 
     absolute: torch.Tensor

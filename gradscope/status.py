@@ -27,7 +27,16 @@ __all__ = ["Status", "report"]
 
 
 class Status(enum.Enum):
-    """How a numerical method ended; ``ok`` only for :attr:`SUCCESS`."""
+    """How a numerical method ended; ``ok`` only for :attr:`SUCCESS`.
+
+    Example:
+        >>> import gradscope as gs
+        >>> [status.name for status in gs.Status if status.ok]
+        ['SUCCESS']
+        >>> gs.Status("max_steps") is gs.Status.MAX_STEPS, gs.Status.MAX_STEPS.ok
+        (True, False)
+
+    """
 
     #: The method met its tolerance (for a solve, its true residual certifies it).
     SUCCESS = "success"

@@ -34,6 +34,15 @@ class SweepResult:
     ``absolute_error``, ``inner``, ``norm_ratio``), ``ascent``, ``vjps``, ``seconds`` and
     ``warning`` (the :class:`~gradscope.ConvergenceWarning` of that cell, if any: a
     diverging Neumann series).
+
+    Example:
+        >>> from gradscope.sweeps import SweepResult
+        >>> cell = {"method": "Neumann", "damping": 0.5}
+        >>> result = SweepResult([{**cell, "steps": 1, "relative_error": 0.4},
+        ...                       {**cell, "steps": 5, "relative_error": 0.1}])
+        >>> result.best("relative_error")["steps"], len(result.rows)
+        (5, 2)
+
     """
 
     rows: list[dict] = field(default_factory=list)

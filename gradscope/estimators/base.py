@@ -61,6 +61,13 @@ class Adjoint:
         series_ratio: a truncated series' last term relative to its first,
             ``‖(B_λᵀ)^{k−1} g‖ / ‖g‖`` (> 1: the series grew).
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> from gradscope.estimators import Adjoint
+        >>> u = Adjoint(torch.ones(2, dtype=torch.float64), gs.Status.SERIES_GREW, series_ratio=1.5)
+        >>> u.status.ok, u.solution is None, u.value.tolist()
+        (False, True, [1.0, 1.0])
+
     """
 
     value: torch.Tensor
@@ -71,7 +78,17 @@ class Adjoint:
 
 @dataclass
 class Gradient:
-    """What :meth:`~gradscope.Estimator.gradient` returns: the gradients and what they cost."""
+    """What :meth:`~gradscope.Estimator.gradient` returns: the gradients and what they cost.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.1], [0.0, 0.4]], dtype=torch.float64)
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, 0 * W[0])
+        >>> gradient = gs.Neumann(steps=3, damping=1.0).gradient(problem, torch.ones(2, dtype=torch.float64))
+        >>> list(gradient.grads), gradient.vjps, gradient.status.ok
+        (['W'], 3, True)
+
+    """
 
     grads: Params
     input_grads: tuple[torch.Tensor | None, ...]
@@ -87,6 +104,18 @@ class Estimator(ABC):
     Subclass it and implement :meth:`adjoint`; the result works everywhere an estimator
     is accepted (:func:`~gradscope.estimate_gradient`, :func:`~gradscope.compare`,
     :class:`~gradscope.ImplicitLayer`, :class:`~gradscope.GradientMonitor`, sweeps).
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> class Plain(gs.Estimator):  # u = g: the Jacobian-free gradient
+        ...     def adjoint(self, JT, g):
+        ...         return g
+        >>> W = torch.tensor([[0.5, 0.1], [0.0, 0.4]], dtype=torch.float64)
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, 0 * W[0])
+        >>> estimate = gs.estimate_gradient(problem, torch.ones(2, dtype=torch.float64), Plain())
+        >>> estimate.name, estimate.cost.vjps, estimate.status.ok
+        ('Plain', 1, True)
+
     """
 
     @property

@@ -53,6 +53,14 @@ class Cost:
             walks (unique storages): the activation memory, on any device.
         peak_cuda_bytes: peak CUDA memory allocated during the estimate (None on CPU).
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.1], [0.0, 0.4]], dtype=torch.float64)
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, 0 * W[0])
+        >>> cost = gs.estimate_gradient(problem, torch.ones(2, dtype=torch.float64), gs.Neumann(5, 0.5)).cost
+        >>> cost.vjps, cost.seconds >= 0, cost.graph_bytes > 0, cost.peak_cuda_bytes  # None on CPU
+        (5, True, True, None)
+
     """
 
     vjps: int
@@ -77,6 +85,13 @@ class GradientEstimate:
             solve, a growing series, non-finite values).
         series_ratio: a truncated series' last term relative to ‖g‖ (Neumann,
             Unrolled's adjoint is not computed).
+
+    Example:
+        >>> import torch
+        >>> from gradscope.estimators import GradientEstimate
+        >>> mine = GradientEstimate.from_grads({"W": torch.ones(2, 2, dtype=torch.float64)}, name="mine")
+        >>> mine.name, mine.flat().tolist(), mine.status.ok
+        ('mine', [1.0, 1.0, 1.0, 1.0], True)
 
     """
 

@@ -57,6 +57,16 @@ class LinearOperator(ABC):
         independent_samples: the map is block-diagonal over dimension 0 of a batched
             state (each sample's output depends on that sample alone).
 
+    Example:
+        >>> import torch
+        >>> from gradscope.operators import LinearOperator
+        >>> class Triple(LinearOperator):
+        ...     def matvec(self, v):
+        ...         return 3.0 * v
+        >>> A = Triple(torch.zeros(2, dtype=torch.float64), "3I")
+        >>> (A - A.identity()).dense().tolist()
+        [[2.0, 0.0], [0.0, 2.0]]
+
     """
 
     def __init__(
@@ -295,7 +305,17 @@ class FunctionOperator(LinearOperator):
 
 
 class Identity(LinearOperator):
-    """The identity ``v ↦ v``; its samples are independent."""
+    """The identity ``v ↦ v``; its samples are independent.
+
+    Example:
+        >>> import torch
+        >>> from gradscope.operators import Identity
+        >>> v = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+        >>> I = Identity(v)
+        >>> torch.equal(I(v), v), I.T is I, I.independent_samples
+        (True, True, True)
+
+    """
 
     def __init__(self, like: torch.Tensor) -> None:
         super().__init__(like, "I", independent_samples=True)

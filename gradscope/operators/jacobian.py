@@ -55,6 +55,15 @@ class JacobianTranspose(LinearOperator):
             (:func:`gradscope.layout.samples_independent`).
         decide: a function that returns the decision (a problem's cached one).
 
+    Example:
+        >>> import torch
+        >>> from gradscope.operators import JacobianTranspose
+        >>> M = torch.tensor([[0.5, 0.1], [0.0, 0.4]], dtype=torch.float64)
+        >>> h = torch.zeros(2, dtype=torch.float64, requires_grad=True)
+        >>> JT = JacobianTranspose(M @ h, h, independent_samples=False)
+        >>> torch.allclose(JT.dense(), M.T)
+        True
+
     """
 
     def __init__(

@@ -68,6 +68,15 @@ class Solution:
         seconds: wall time of the solve.
         solver: the solver that produced it.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> from gradscope.operators import FunctionOperator
+        >>> M = torch.tensor([[2.0, 1.0], [0.0, 4.0]], dtype=torch.float64)
+        >>> A = FunctionOperator(lambda v: M @ v, torch.zeros(2, dtype=torch.float64), "M")
+        >>> sol = gs.solvers.linear_solve(A, torch.tensor([3.0, 4.0], dtype=torch.float64), gs.solvers.Dense())
+        >>> sol.converged, sol.value.round(decimals=8).tolist(), sol.residual < 1e-12
+        (True, [1.0, 1.0], True)
+
     """
 
     value: torch.Tensor
@@ -108,6 +117,15 @@ class Iteration:
             a singular matrix); ``None`` lets the certificate say
             :attr:`~gradscope.Status.MAX_STEPS` when the tolerance was not met.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> from gradscope.operators import Identity
+        >>> b = torch.ones(2, dtype=torch.float64)
+        >>> A = Identity(b)
+        >>> it = gs.solvers.GMRES(rtol=1e-12).iterate(A, b, torch.zeros_like(b), A.layout())
+        >>> it.value.round(decimals=8).tolist(), it.steps, it.residual is not None
+        ([1.0, 1.0], 1, True)
+
     """
 
     value: torch.Tensor
@@ -123,6 +141,18 @@ class Solver(ABC):
     Subclasses are frozen dataclasses with the fields ``rtol`` (``None``: the dtype's
     :func:`~gradscope.solvers.default_solver_rtol`), ``atol``, ``max_steps``, ``per_sample`` and
     ``strict`` (see :class:`~gradscope.solvers.GMRES`), and implement :meth:`iterate`.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> from gradscope.operators import FunctionOperator
+        >>> class Halve(gs.solvers.FixedPointIteration):  # inherits rtol, atol, ...; solves 2I x = b
+        ...     def iterate(self, A, b, x, layout):
+        ...         return gs.solvers.Iteration(b / 2, steps=1)
+        >>> A = FunctionOperator(lambda v: 2 * v, torch.zeros(2, dtype=torch.float64), "2I")
+        >>> sol = gs.solvers.linear_solve(A, torch.ones(2, dtype=torch.float64), Halve())
+        >>> sol.converged, sol.value.tolist(), sol.matvecs
+        (True, [0.5, 0.5], 1)
+
     """
 
     rtol: float | None
