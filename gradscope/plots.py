@@ -270,9 +270,7 @@ def plot_spectrum(
     return fig
 
 
-def plot_residual_traces(
-    solutions: Mapping[str, Any] | Sequence[Any], title: str | None = None
-):
+def plot_residual_traces(solutions: Mapping[str, Any] | Sequence[Any], title: str | None = None):
     """Residual traces of linear solves (:class:`Solution.trace <gradscope.solvers.Solution>`) or forward solves (``FixedPointResult.trace``).
 
     Args:
