@@ -186,9 +186,12 @@ class FixedPointProblem:
         check_finite(call, "h_star", h_star)
         for i, x in enumerate(inputs):
             check_tensor(call, f"inputs[{i}]", x)
+            if x.is_floating_point() or x.is_complex():
+                check_finite(call, f"inputs[{i}]", x)
         for name, p in params.items():
             check_tensor(call, f"params[{name!r}]", p)
             check_floating(call, f"params[{name!r}]", p)
+            check_finite(call, f"params[{name!r}]", p)
         check_same_dtype_device(
             call,
             "h_star",
@@ -216,7 +219,7 @@ class FixedPointProblem:
             "module": module,
         }
         self.__dict__.update(facts)
-        if check and residual.max_relative > rtol:
+        if check and not residual.max_relative <= rtol:  # NaN counts as not converged
             warnings.warn(
                 f"gradscope.{call}: h* is not a fixed point to rtol={rtol:g}: "
                 f"max relative residual ‖F(h*) − h*‖/‖F(h*)‖ = {residual.max_relative:.3e}. "

@@ -156,3 +156,32 @@ def test_linear_cell_helper_is_a_fixed_point():
     x = randn(3, 3)
     problem = gs.FixedPointProblem.from_module(cell, cell.equilibrium(x), x)
     assert problem.residual.max_relative < 1e-12
+
+
+def test_non_finite_parameters_and_inputs_are_refused_at_the_call():
+    W = torch.eye(2, dtype=torch.float64) * 0.5
+    fn = lambda p, h, x: p["W"] @ h + x
+    x = torch.ones(2, dtype=torch.float64)
+    h = torch.full((2,), 2.0, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"FixedPointProblem.from_function: params\['W'\] contains inf or NaN"):
+        gs.FixedPointProblem.from_function(fn, {"W": W * float("nan")}, h, x)
+    with pytest.raises(ValueError, match=r"inputs\[0\] contains inf or NaN"):
+        gs.FixedPointProblem.from_function(fn, {"W": W}, h, x * float("inf"))
+
+
+def test_a_map_that_returns_nan_is_not_a_fixed_point():
+    fn = lambda p, h: p["W"] @ h * float("nan")
+    W = torch.eye(2, dtype=torch.float64)
+    with pytest.warns(gs.FixedPointWarning, match="not a fixed point"):
+        problem = gs.FixedPointProblem.from_function(fn, {"W": W}, torch.ones(2, dtype=torch.float64))
+    assert not problem.converged
+
+
+def test_float32_residual_does_not_overflow_to_nan():
+    h = torch.full((3, 8), 3e20, dtype=torch.float32)
+    fn = lambda p, h: p["a"] * h
+    problem = gs.FixedPointProblem.from_function(fn, {"a": torch.tensor(1.0)}, h)
+    assert problem.converged and problem.residual.max_relative == 0.0
+    with pytest.warns(gs.FixedPointWarning):
+        off = gs.FixedPointProblem.from_function(fn, {"a": torch.tensor(1.5)}, h)
+    assert abs(off.residual.max_relative - 1 / 3) < 1e-6  # was NaN: the squared norm overflowed
