@@ -33,7 +33,8 @@ from torch import nn
 
 from ._checks import check_positive, check_steps, fail
 from .estimators import Estimator, Neumann, Unrolled, check_estimator
-from .estimators.base import as_adjoint, failure_message
+from .estimators.base import Adjoint, as_adjoint, failure_message
+from .estimators.unrolled import trajectory_ratio, unrolled_status
 from .fixed_point import Anderson, FixedPointResult, Picard, find_fixed_point
 from .operators import Counted, JacobianTranspose
 from .solvers import Solution
@@ -242,10 +243,7 @@ class ImplicitLayer(nn.Module):
             return h_star
         estimator = self.estimator
         if isinstance(estimator, Unrolled):
-            h = estimator.unroll(lambda h: self.cell(h, *inputs), h_star)
-            self.last_backward = BackwardStats(estimator.name, estimator.steps)
-            self._notify(h_star, h, inputs)
-            return h
+            return self._unrolled_forward(estimator, h_star, inputs)
         h_leaf = h_star.detach().requires_grad_(True)
         f = self.cell(h_leaf, *inputs)
         if not f.requires_grad:  # F does not depend on h nor on anything trainable
@@ -260,6 +258,39 @@ class ImplicitLayer(nn.Module):
     def _notify(self, h_star: torch.Tensor, output: torch.Tensor, inputs: tuple) -> None:
         for observer in list(self._observers.values()):
             observer(self, h_star, output, inputs)
+
+    def _unrolled_forward(
+        self, estimator: Unrolled, h_star: torch.Tensor, inputs: tuple
+    ) -> torch.Tensor:
+        """``h_k`` from a leaf copy of h*, with hooks that judge the backward's growth.
+
+        The gradient that reaches the leaf h₀ is the cotangent carried back through the k
+        steps, ``(∏ B_tᵀ) g``: its size relative to g is the series ratio, at the cost of
+        one more partial derivative in the backward.
+        """
+        h0 = h_star.detach().requires_grad_(True)
+        h = estimator.unroll(lambda h: self.cell(h, *inputs), h0)
+        stats = BackwardStats(estimator.name, estimator.steps)
+        self.last_backward = stats
+        self._notify(h_star, h, inputs)
+        cotangent: list[torch.Tensor] = []
+
+        def keep_cotangent(g: torch.Tensor) -> None:
+            cotangent[:] = [g.detach()]
+
+        def judge(g_h0: torch.Tensor) -> None:
+            if not cotangent:
+                return
+            stats.series_ratio = trajectory_ratio(cotangent[0], g_h0)
+            stats.status = unrolled_status(estimator.steps, stats.series_ratio, [g_h0])
+            if self.warn and not stats.status.ok:
+                adjoint = Adjoint(g_h0, stats.status, series_ratio=stats.series_ratio)
+                report(failure_message(estimator.name, adjoint, "ImplicitLayer"))
+
+        if h.requires_grad:
+            h.register_hook(keep_cotangent)
+            h0.register_hook(judge)
+        return h
 
     # ------------------------------------------------------------------ backward
     def _adjoint_hook(

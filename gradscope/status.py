@@ -12,7 +12,7 @@ Example:
     >>> gs.Status.MAX_STEPS.ok, gs.Status.SUCCESS.ok
     (False, True)
     >>> print(gs.Status.SERIES_GREW.help)  # doctest: +ELLIPSIS
-    the Neumann terms grew...
+    the terms of the damped series grew...
 
 """
 
@@ -75,7 +75,7 @@ _HELP = {
     Status.DIVERGED: "diverged: the residual grew without bound.",
     Status.NON_FINITE: "returned non-finite values (inf or NaN).",
     Status.SERIES_GREW: (
-        "the Neumann terms grew: ρ(B_λ) ≥ 1 (lower the damping λ) or B_λ is non-normal and "
+        "the terms of the damped series grew: ρ(B_λ) ≥ 1 (lower the damping λ) or B_λ is non-normal and "
         "its powers have not decayed yet (raise k)."
     ),
 }

@@ -135,7 +135,7 @@ def test_divergent_neumann_series_is_reported_never_silent():
     x = randn(2, 3)
     problem = gs.FixedPointProblem.from_module(cell, cell.equilibrium(x), x)
     g = randn(2, 3, seed=1)
-    with pytest.warns(gs.ConvergenceWarning, match="the Neumann terms grew"):
+    with pytest.warns(gs.ConvergenceWarning, match="the terms of the damped series grew"):
         gs.estimate_gradient(problem, g, gs.Neumann(10, 1.0))
     with pytest.warns(gs.ConvergenceWarning, match="returned non-finite values"):
         gs.estimate_gradient(problem, g, gs.Neumann(700, 1.0))
@@ -300,3 +300,34 @@ def test_user_gradient_from_a_training_backward():
     cell.zero_grad(set_to_none=True)
     with pytest.raises(ValueError, match="has no .grad"):
         gs.estimators.user_gradient(cell, problem)
+
+
+def test_unrolled_growth_and_non_finite_values_are_reported():
+    # ρ(J) = 1.5: the damped series diverges at λ = 1 (Neumann warns; Unrolled did not)
+    cell = LinearCell(scaled_matrix(6, 1.5, kind="symmetric"))
+    x = randn(2, 3, seed=4)
+    problem = gs.FixedPointProblem.from_module(cell, cell.equilibrium(x), x)
+    g = randn(2, 6, seed=5)
+    with pytest.warns(gs.ConvergenceWarning, match="the terms of the damped series grew"):
+        grown = gs.estimate_gradient(problem, g, gs.Unrolled(40, 1.0))
+    assert grown.status is gs.Status.SERIES_GREW and grown.series_ratio > 1e6
+    with pytest.warns(gs.ConvergenceWarning, match="non-finite"):
+        blown = gs.estimate_gradient(problem, g, gs.Unrolled(3000, 1.0))
+    assert blown.status is gs.Status.NON_FINITE
+    fine = gs.estimate_gradient(problem, g, gs.Unrolled(5, 0.2))  # λ < λ_max = 0.8: contracts
+    assert fine.status.ok and fine.series_ratio < 1
+
+
+def test_implicit_layer_reports_a_growing_unrolled_backward():
+    cell = LinearCell(scaled_matrix(6, 1.5, kind="symmetric"))
+    x = randn(2, 3, seed=4)
+    solver = gs.layers.ForwardSolver(rtol=1e-10, max_steps=200, per_sample=False)
+    layer = gs.ImplicitLayer(cell, gs.Unrolled(40, 1.0), solver)
+    h = layer(x, h0=torch.zeros(2, 6, dtype=DT))
+    assert layer.last_forward.converged  # Anderson solves the linear map despite ρ(J) > 1
+    with pytest.warns(gs.ConvergenceWarning, match="ImplicitLayer: Unrolled\\(40, 1\\)"):
+        h.backward(randn(2, 6, seed=5))
+    assert layer.last_backward.status is gs.Status.SERIES_GREW
+    quiet = gs.ImplicitLayer(cell, gs.Unrolled(3, 0.2), solver)
+    quiet(x, h0=torch.zeros(2, 6, dtype=DT)).backward(randn(2, 6, seed=5))
+    assert quiet.last_backward.status.ok and quiet.last_backward.series_ratio < 1

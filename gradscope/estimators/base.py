@@ -96,6 +96,7 @@ class Gradient:
     vjps: int
     graph_bytes: int
     status: Status
+    series_ratio: float | None = None
 
 
 class Estimator(ABC):
@@ -154,7 +155,9 @@ class Estimator(ABC):
         status = adjoint.status
         if status.ok and not _finite(grads, input_grads):
             status = Status.NON_FINITE
-        return Gradient(grads, input_grads, adjoint, JT.count + 1, graph_bytes, status)
+        return Gradient(
+            grads, input_grads, adjoint, JT.count + 1, graph_bytes, status, adjoint.series_ratio
+        )
 
 
 def as_adjoint(result: object, name: str, g: torch.Tensor) -> Adjoint:
@@ -207,8 +210,9 @@ def failure_message(name: str, adjoint: Adjoint, call: str) -> str:
     ratio = adjoint.series_ratio
     if adjoint.status is Status.SERIES_GREW and ratio is not None:
         return (
-            f"gradscope.{call}: {name}: the Neumann terms grew, ‖(B_λᵀ)^(k−1) g‖ / ‖g‖ = "
-            f"{ratio:.3g} > 1. Either ρ(B_λ) ≥ 1 and the series diverges (lower λ), or B_λ is "
+            f"gradscope.{call}: {name}: the terms of the damped series grew, the last one is "
+            f"{ratio:.3g}× ‖g‖ (Neumann: (B_λᵀ)^(k−1) g; Unrolled: the cotangent carried back "
+            "to h₀). Either ρ(B_λ) ≥ 1 and the series diverges (lower λ), or B_λ is "
             "non-normal and its powers have not decayed yet (raise k). "
             "gradscope.check_theory tells which."
         )

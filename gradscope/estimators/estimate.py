@@ -83,8 +83,8 @@ class GradientEstimate:
         cost: the :class:`~gradscope.estimators.Cost`.
         status: how the estimate ended (:attr:`~gradscope.Status.SUCCESS`, or a failed
             solve, a growing series, non-finite values).
-        series_ratio: a truncated series' last term relative to ‖g‖ (Neumann,
-            Unrolled's adjoint is not computed).
+        series_ratio: the damped series' last term relative to ‖g‖: Neumann's
+            ``(B_λᵀ)^(k−1) g``, Unrolled's cotangent carried back to h₀ (> 1: it grew).
 
     Example:
         >>> import torch
@@ -276,5 +276,5 @@ def run_estimator(
         adjoint.solution if adjoint is not None else None,
         cost,
         gradient.status,
-        adjoint.series_ratio if adjoint is not None else None,
+        gradient.series_ratio,
     )

@@ -2,6 +2,7 @@ r"""The unrolling-based phantom gradient (UPG): backpropagate through k damped s
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from ..operators import LinearOperator
     from ..problem import FixedPointProblem
 
-__all__ = ["Unrolled"]
+__all__ = ["Unrolled", "trajectory_ratio", "unrolled_status"]
 
 
 @dataclass(frozen=True)
@@ -66,14 +67,32 @@ class Unrolled(DampedSteps):
         inputs = tuple(
             x.detach().requires_grad_(True) if x.is_floating_point() else x for x in problem.inputs
         )
-        leaves = [*params.values(), *(x for x in inputs if x.is_floating_point())]
+        # h₀ is a leaf too: its gradient (∏ B_tᵀ) g is the trajectory's analogue of the
+        # Neumann series' last term, so growth is seen at no extra product.
+        h0 = problem.h_star.detach().requires_grad_(True)
+        leaves = [*params.values(), *(x for x in inputs if x.is_floating_point()), h0]
         with torch.enable_grad(), meter.hooks():
-            h = self.unroll(lambda h: problem.fn(params, h, *inputs), problem.h_star.detach())
-        found = torch.autograd.grad(h, leaves, g, allow_unused=True) if leaves else ()
+            h = self.unroll(lambda h: problem.fn(params, h, *inputs), h0)
+        found = torch.autograd.grad(h, leaves, g, allow_unused=True)
         full = [torch.zeros_like(leaf) if gr is None else gr for leaf, gr in zip(leaves, found)]
         grads = dict(zip(params, full[: len(params)]))
-        rest = iter(full[len(params) :])
+        rest = iter(full[len(params) : -1])
         input_grads = tuple(next(rest) if x.is_floating_point() else None for x in inputs)
-        finite = all(bool(torch.isfinite(t).all()) for t in full)
-        status = Status.SUCCESS if finite else Status.NON_FINITE
-        return Gradient(grads, input_grads, None, self.steps, meter.bytes, status)
+        ratio = trajectory_ratio(g, full[-1])
+        status = unrolled_status(self.steps, ratio, full[:-1])
+        return Gradient(grads, input_grads, None, self.steps, meter.bytes, status, ratio)
+
+
+def trajectory_ratio(g: torch.Tensor, g_h0: torch.Tensor) -> float:
+    """``‖(∏ B_tᵀ) g‖ / ‖g‖``: how much the cotangent grew on its way back to h₀."""
+    g_norm = float(torch.linalg.vector_norm(g))
+    return float(torch.linalg.vector_norm(g_h0)) / g_norm if g_norm > 0 else 0.0
+
+
+def unrolled_status(k: int, ratio: float, grads: list[torch.Tensor]) -> Status:
+    """NON_FINITE, SERIES_GREW (k > 1 and the cotangent grew) or SUCCESS."""
+    if not math.isfinite(ratio) or not all(bool(torch.isfinite(t).all()) for t in grads):
+        return Status.NON_FINITE
+    if k > 1 and ratio > 1.0:
+        return Status.SERIES_GREW
+    return Status.SUCCESS
