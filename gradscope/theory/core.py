@@ -38,11 +38,9 @@ from ..spectral import (
     DenseSpectrum,
     Lanczos,
     SpectralEstimate,
-    _lanczos,
-    _Layout,
-    _sqrt_bound,
     spectral_radius,
 )
+from ..spectral.krylov import lanczos, sqrt_bound
 
 __all__ = [
     "AscentCheck",
@@ -312,12 +310,12 @@ def param_singular_values(
 
     g = torch.Generator(device=h.device).manual_seed(0)
     v0 = torch.randn((1, d), generator=g, dtype=h.dtype, device=h.device)
-    top, res_top, _, _ = _lanczos(apply, v0, Lanczos(max_steps=max_steps), "max")
-    smax = float(_sqrt_bound(top, res_top)[0][0])
+    top, res_top, _, _ = lanczos(apply, v0, Lanczos(max_steps=max_steps), "max")
+    smax = float(sqrt_bound(top, res_top)[0][0])
     if p < d:
         return smax, 0.0
-    low, res_low, _, _ = _lanczos(apply, v0, Lanczos(max_steps=max_steps), "min")
-    return smax, float(_sqrt_bound(low, res_low)[0][0])
+    low, res_low, _, _ = lanczos(apply, v0, Lanczos(max_steps=max_steps), "min")
+    return smax, float(sqrt_bound(low, res_low)[0][0])
 
 
 def _require_params(call: str, problem: object) -> None:
@@ -423,14 +421,14 @@ def steps_needed(
     if kappa is None:
         smax, smin = param_singular_values(problem)
         kappa = smax / smin if smin > 1e-12 * smax else math.inf
-    layout = _Layout(problem)
+    layout = jacobian_transpose(problem).layout()
     dense = layout.n <= 512 if dense is None else dense
     target1 = 1 / kappa**2 if math.isfinite(kappa) else 0.0
     norms: list[float] = []
     k1 = ktol = None
     if dense:
-        J = jacobian_transpose(problem).T.dense(per_sample=layout.per_sample)
-        J = J if layout.per_sample else J[None]
+        J = jacobian_transpose(problem).T.dense(per_sample=layout.by_sample)
+        J = J if layout.by_sample else J[None]
         eye = torch.eye(J.shape[-1], dtype=J.dtype, device=J.device)
         B = (1 - lam) * eye + lam * J
         mu = torch.linalg.eigvals(J).reshape(-1)
@@ -679,8 +677,8 @@ def check_ascent(
 
         g0 = torch.Generator(device=h.device).manual_seed(0)
         v0 = torch.randn((1, d), generator=g0, dtype=h.dtype, device=h.device)
-        theta, res, _, _ = _lanczos(apply, v0, Lanczos(max_steps=max_steps), "max")
-        sigma, bound = _sqrt_bound(theta, res)
+        theta, res, _, _ = lanczos(apply, v0, Lanczos(max_steps=max_steps), "max")
+        sigma, bound = sqrt_bound(theta, res)
         error = float(sigma[0] + bound[0])  # conservative: upper end of the Ritz interval
         smax, smin = param_singular_values(problem, dense=False)
         method = "matrix-free"
