@@ -34,11 +34,11 @@ method                      what                                         product
                             ``svdvals``
 ==========================  ===========================================  ==========================
 
-The modules: :mod:`~gradscope.spectral.methods` (the methods and
-:class:`SpectralEstimate`), :mod:`~gradscope.spectral.krylov` (the batched Arnoldi and
-Lanczos iterations), :mod:`~gradscope.spectral.radius` (:func:`~gradscope.spectral_radius`)
-and :mod:`~gradscope.spectral.norms` (:func:`spectral_norm`,
-:func:`smallest_singular_value`, :func:`damped_power_norm`).
+The modules: ``gradscope.spectral.methods`` (the methods and :class:`SpectralEstimate`),
+``gradscope.spectral.krylov`` (the batched Arnoldi and Lanczos iterations),
+``gradscope.spectral.radius`` (:func:`~gradscope.spectral_radius`) and
+``gradscope.spectral.norms`` (:func:`spectral_norm`, :func:`smallest_singular_value`,
+:func:`damped_power_norm`).
 """
 
 from .methods import (

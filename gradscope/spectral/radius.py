@@ -47,11 +47,13 @@ def spectral_radius(
 
     Args:
         target: the equilibrium (a :class:`~gradscope.FixedPointProblem`) or an operator.
-        method: :class:`Arnoldi` (default), :class:`PowerIteration` (the peers' method),
-            :class:`ScipyEigs` or :class:`DenseSpectrum` (references).
+        method: :class:`~gradscope.spectral.Arnoldi` (default),
+            :class:`~gradscope.spectral.PowerIteration` (the peers' method),
+            :class:`~gradscope.spectral.ScipyEigs` or
+            :class:`~gradscope.spectral.DenseSpectrum` (references).
 
     Returns:
-        A :class:`SpectralEstimate` with ``eigenvalues`` (leading Ritz values, complex)
+        A :class:`~gradscope.spectral.SpectralEstimate` with ``eigenvalues`` (leading Ritz values, complex)
         and ``ritz_values`` (all of them, for :func:`gradscope.theory.damping_limit`).
 
     Raises:

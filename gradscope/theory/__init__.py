@@ -1,12 +1,12 @@
 r"""Theory checks: damping bounds, steps needed, Theorem 1, and the report that joins them.
 
-* :mod:`~gradscope.theory.damping`: :func:`damping_limit`, :func:`optimal_damping`,
+* ``gradscope.theory.damping``: :func:`damping_limit`, :func:`optimal_damping`,
   :func:`damped_radius`;
-* :mod:`~gradscope.theory.steps`: :func:`steps_needed`;
-* :mod:`~gradscope.theory.ascent`: :func:`check_ascent` (Theorem 1) and
+* ``gradscope.theory.steps``: :func:`steps_needed`;
+* ``gradscope.theory.ascent``: :func:`check_ascent` (Theorem 1) and
   :func:`param_singular_values`, with the outcome a :class:`Verdict`
-  (:mod:`~gradscope.theory.verdict`);
-* :mod:`~gradscope.theory.report`: :func:`check_theory` and its :class:`TheoryReport`.
+  (``gradscope.theory.verdict``);
+* ``gradscope.theory.report``: :func:`~gradscope.check_theory` and its :class:`TheoryReport`.
 
 The maths is in :ref:`theory-damping`, :ref:`theory-steps` and :ref:`theory-theorem1`.
 """

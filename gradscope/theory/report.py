@@ -89,9 +89,9 @@ class TheoryReport:
         estimator: the estimator's name.
         findings: the :class:`Finding` lines, in reading order.
         recommendation: plain-words advice (λ range, optimal λ, k needed).
-        radius: ρ(J), a :class:`SpectralEstimate` (with the eigenvalues).
-        norm: ‖J‖₂, a :class:`SpectralEstimate`.
-        smallest_singular_value: σ_min(I − J), a :class:`SpectralEstimate`.
+        radius: ρ(J), a :class:`~gradscope.spectral.SpectralEstimate` (with the eigenvalues).
+        norm: ‖J‖₂, a :class:`~gradscope.spectral.SpectralEstimate`.
+        smallest_singular_value: σ_min(I − J), a :class:`~gradscope.spectral.SpectralEstimate`.
         limit: the admissible damping, a :class:`DampingLimit`.
         optimum: the optimal damping, a :class:`DampingChoice`.
         steps: the k needed, a :class:`StepsNeeded` (None when no damping converges).
@@ -158,7 +158,7 @@ def check_theory(
 
     Findings: fixed-point residual; ρ(J) (Arnoldi), ‖J‖₂ and σ_min(I − J) (Lanczos);
     the admissible damping range ``λ < λ_max`` and ``ρ(B_λ)``; ``‖B_λ^k‖₂``; Theorem 1
-    (``‖P(I − Jᵀ) − F_θᵀ‖₂ ≤ σ_min²/σ_max``: a :class:`Verdict`, holds / fails /
+    (``‖P(I − Jᵀ) − F_θᵀ‖₂ ≤ σ_min²/σ_max``: a :class:`~gradscope.theory.Verdict`, holds / fails /
     vacuous); with a cotangent, the inner product and cosine with the exact gradient; the
     optimal λ in (0, 1] and the k it needs. A failed condition is a finding, never an
     exception.
@@ -172,7 +172,7 @@ def check_theory(
         tol: target relative adjoint error for the k recommendation.
 
     Returns:
-        A :class:`TheoryReport`; ``print(report)`` reads as plain text.
+        A :class:`~gradscope.theory.TheoryReport`; ``print(report)`` reads as plain text.
 
     Raises:
         TypeError, ValueError: bad input (no parameters, wrong estimator type, ...).

@@ -45,11 +45,11 @@ class Verdict(str, enum.Enum):
     """
 
     HOLDS = "holds"
-    """The condition is met: ascent is guaranteed for every cotangent."""
+    """The condition is met, so ascent is guaranteed for every cotangent."""
     FAILS = "fails"
-    """The condition is not met: no guarantee either way."""
+    """The condition is not met; no guarantee either way."""
     VACUOUS = "vacuous"
-    """σ_min(F_θ) ≈ 0: the theorem says nothing."""
+    """σ_min(F_θ) ≈ 0, so the theorem says nothing."""
 
     @property
     def help(self) -> str:
