@@ -81,7 +81,7 @@ def instance(seed: int) -> dict | None:
         "threshold": check.threshold,
         "sigma_min": check.sigma_min,
         "sigma_max": check.sigma_max,
-        "verdict": check.verdict,
+        "verdict": check.verdict.value,  # a gs.theory.Verdict; its plain string in the table
         "inner": check.inner,
         "cosine": check.cosine,
         "relative_error": check.relative_error,

@@ -182,3 +182,108 @@ def test_bad_input_raises_clearly():
         gs.spectral.spectral_norm(torch.eye(2))
     with pytest.raises(ValueError, match="max_steps"):
         gs.spectral.Arnoldi(max_steps=0)
+
+
+# ---------------------------------------------------------------------- operators
+def _operators(problem):
+    """Maps built from J with the operator algebra, by name."""
+    JT = gs.operators.jacobian_transpose(problem)
+    J = JT.T
+    return {
+        "Jᵀ": JT,
+        "J": J,
+        "B_0.5": gs.operators.damped(J, 0.5),
+        "B_0.7ᵀ": gs.operators.damped(JT, 0.7),
+        "I − Jᵀ": JT.identity() - JT,
+    }
+
+
+def _blocks(op):
+    M = op.dense(per_sample=op.independent_samples)
+    return M if op.independent_samples and op.like.dim() >= 2 else M[None]
+
+
+@pytest.mark.parametrize("kind", ["normal", "non-normal"])
+def test_operator_entry_matches_dense_eigenvalues_and_singular_values(kind):
+    g = torch.Generator().manual_seed(11)
+    offdiag = 2.0 if kind == "non-normal" else 0.0
+    W = torch.stack(
+        [block_matrix(24, g, kind="complex", rho=0.8, offdiag=offdiag) for _ in range(3)]
+    )
+    problem = linear_problem(W)
+    if kind == "non-normal":  # ‖W‖₂ ≫ ρ(W): the radius and the norm differ
+        assert float(torch.linalg.matrix_norm(W, 2).min()) > 1.5
+    for name, op in _operators(problem).items():
+        M = _blocks(op)
+        assert M.shape == (3, 24, 24), name  # per-sample blocks: the samples are independent
+        eig = torch.linalg.eigvals(M).abs().amax(-1)
+        s = torch.linalg.svdvals(M)
+        radius = gs.spectral_radius(op, gs.spectral.Arnoldi(max_steps=24))
+        assert radius.quantity == f"ρ({op.name})" and radius.per_sample.shape == (3,)
+        assert torch.allclose(radius.per_sample, eig, rtol=1e-7), name
+        assert radius.matvecs <= 24
+        norm = gs.spectral.spectral_norm(op, gs.spectral.Lanczos(max_steps=24))
+        assert torch.allclose(norm.per_sample, s[:, 0], rtol=1e-8), name
+        smin = gs.spectral.smallest_singular_value(op, gs.spectral.Lanczos(max_steps=24))
+        assert torch.allclose(smin.per_sample, s[:, -1], rtol=1e-6), name
+        eye = torch.eye(24, dtype=DT)
+        power = torch.linalg.matrix_power(0.4 * eye + 0.6 * M, 3)
+        bk = gs.spectral.damped_power_norm(op, 0.6, 3, gs.spectral.Lanczos(max_steps=24))
+        assert torch.allclose(bk.per_sample, torch.linalg.svdvals(power)[:, 0], rtol=1e-8), name
+        dense = gs.spectral_radius(op, gs.spectral.DenseSpectrum())
+        assert torch.allclose(dense.per_sample, eig, rtol=1e-12), name
+
+
+def test_operator_entry_agrees_with_the_problem_entry():
+    g = torch.Generator().manual_seed(2)
+    problem = linear_problem(torch.stack([block_matrix(16, g, kind="real", offdiag=1.0)] * 2))
+    ops = _operators(problem)
+    J = ops["J"]
+    pairs = [
+        (gs.spectral_radius(problem), gs.spectral_radius(ops["Jᵀ"])),
+        (gs.spectral.spectral_norm(problem), gs.spectral.spectral_norm(J)),
+        (
+            gs.spectral.smallest_singular_value(problem),
+            gs.spectral.smallest_singular_value(J.identity() - J),
+        ),
+        (
+            gs.spectral.damped_power_norm(problem, 0.5, 4),
+            gs.spectral.damped_power_norm(J, 0.5, 4),
+        ),
+    ]
+    for from_problem, from_operator in pairs:
+        assert torch.allclose(from_problem.per_sample, from_operator.per_sample, rtol=1e-10)
+        assert from_problem.matvecs == from_operator.matvecs
+
+
+def test_operator_entry_on_a_user_operator_coupled_and_non_normal():
+    # a FunctionOperator on a (4, 3) state whose samples are coupled: one spectrum, dense 12×12
+    g = torch.Generator().manual_seed(5)
+    M = torch.triu(torch.randn(12, 12, generator=g, dtype=DT), 1) * 2 + torch.diag(
+        torch.linspace(-0.9, 0.6, 12, dtype=DT)
+    )
+    like = torch.zeros(4, 3, dtype=DT)
+
+    def as_op(A, name, transpose=None):
+        return gs.operators.FunctionOperator(
+            lambda v: (A @ v.reshape(-1)).reshape(4, 3), like, name, transpose=transpose
+        )
+
+    A = as_op(M, "A", transpose=lambda: as_op(M.T, "Aᵀ"))
+    assert not A.independent_samples
+    assert torch.allclose(A.dense(), M)
+    radius = gs.spectral_radius(A)
+    assert radius.per_sample.shape == (1,) and radius.quantity == "ρ(A)"
+    assert radius.value == pytest.approx(0.9, rel=1e-8)  # triangular: the diagonal
+    s = torch.linalg.svdvals(M)
+    assert gs.spectral.spectral_norm(A).value == pytest.approx(float(s[0]), rel=1e-8)
+    assert s[0] > 3 * radius.value  # non-normal
+    smin = gs.spectral.smallest_singular_value(A, gs.spectral.DenseSpectrum())
+    assert smin.value == pytest.approx(float(s[-1]), rel=1e-10)
+    # without a transpose: the radius works, the norms say what is missing
+    plain = as_op(M, "A")
+    assert gs.spectral_radius(plain).value == pytest.approx(0.9, rel=1e-8)
+    with pytest.raises(TypeError, match="no known transpose"):
+        gs.spectral.spectral_norm(plain)
+    with pytest.raises(TypeError, match="LinearOperator"):
+        gs.spectral_radius(M)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -247,6 +248,27 @@ def test_theorem1_identity_for_neumann_and_vacuous_case():
     )
     vac = gs.theory.check_ascent(small, gs.OneStep(), torch.ones(3, dtype=DT))
     assert vac.verdict == "vacuous" and "vacuous" in vac.message
+
+
+def test_verdict_is_a_string_enum_with_help():
+    V = gs.theory.Verdict
+    assert [v.value for v in V] == ["holds", "fails", "vacuous"]
+    assert V.HOLDS == "holds" and V("fails") is V.FAILS
+    codes = {"holds": 1.0, "vacuous": 0.0, "fails": -1.0}  # a dict of strings, as the monitor keeps
+    assert codes[V.VACUOUS] == 0.0
+    assert str(V.HOLDS) == "holds" and f"{V.FAILS:>6}" == " fails"
+    assert all(v.help for v in V) and "σ_min(F_θ) ≈ 0" in V.VACUOUS.help
+    problem, cot = _tanh_problem(3, 4, 0.8, seed=1)
+    check = gs.theory.check_ascent(problem, gs.Neumann(30, 1.0), cot, dense=True)
+    assert check.verdict is V.HOLDS and check.holds
+    report = gs.check_theory(problem, gs.Neumann(30, 1.0), cot)
+    assert report["Theorem 1"].value is V.HOLDS
+    plain = next(f for f in report.to_dict()["findings"] if f["name"] == "Theorem 1")
+    assert type(plain["value"]) is str and plain["value"] == "holds"
+    assert "Theorem 1" in str(report) and " holds " in str(report)
+    # a string given to AscentCheck becomes the enum
+    again = dataclasses.replace(check, verdict="fails")
+    assert again.verdict is V.FAILS and not again.holds
 
 
 @pytest.mark.parametrize(

@@ -14,16 +14,9 @@ from dataclasses import dataclass, field
 import torch
 
 from .._checks import check_tensor
-from ..estimators import (
-    Estimator,
-    Exact,
-    Neumann,
-    OneStep,
-    Unrolled,
-    check_estimator,
-    estimate_gradient,
-)
+from ..estimators import Estimator, Exact, check_estimator, estimate_gradient
 from ..metrics import Comparison
+from ..operators import jacobian_transpose
 from ..problem import FixedPointProblem, check_problem
 from ..spectral import (
     Arnoldi,
@@ -35,22 +28,26 @@ from ..spectral import (
     spectral_norm,
     spectral_radius,
 )
-from .core import (
+from .advice import Setting, recommend
+from .ascent import AscentCheck, check_ascent
+from .damping import (
     DERIVED,
-    THEOREM1,
-    AscentCheck,
     DampingChoice,
     DampingLimit,
-    StepsNeeded,
-    _eigenvalues,
-    check_ascent,
     damped_radius,
     damping_limit,
+    eigenvalues_of,
     optimal_damping,
-    steps_needed,
 )
+from .steps import StepsNeeded, steps_needed
+from .verdict import THEOREM1, Verdict
 
 __all__ = ["Finding", "TheoryReport", "check_theory"]
+
+IMPLICIT = (
+    "see the docs page 'The implicit function theorem and the adjoint system' "
+    "(docs/explanation/implicit_gradients.rst)"
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +62,8 @@ class Finding:
     def to_dict(self) -> dict:
         """Plain-Python form (numbers, strings, None)."""
         value = self.value
+        if isinstance(value, Verdict):
+            value = value.value
         if isinstance(value, complex):
             value = [value.real, value.imag]
         return {"name": self.name, "value": value, "meaning": self.meaning, "source": self.source}
@@ -90,9 +89,9 @@ class TheoryReport:
         estimator: the estimator's name.
         findings: the :class:`Finding` lines, in reading order.
         recommendation: plain-words advice (λ range, optimal λ, k needed).
-        radius: ρ(J), a :class:`SpectralEstimate` (with the eigenvalues).
-        norm: ‖J‖₂, a :class:`SpectralEstimate`.
-        smallest_singular_value: σ_min(I − J), a :class:`SpectralEstimate`.
+        radius: ρ(J), a :class:`~gradscope.spectral.SpectralEstimate` (with the eigenvalues).
+        norm: ‖J‖₂, a :class:`~gradscope.spectral.SpectralEstimate`.
+        smallest_singular_value: σ_min(I − J), a :class:`~gradscope.spectral.SpectralEstimate`.
         limit: the admissible damping, a :class:`DampingLimit`.
         optimum: the optimal damping, a :class:`DampingChoice`.
         steps: the k needed, a :class:`StepsNeeded` (None when no damping converges).
@@ -159,9 +158,10 @@ def check_theory(
 
     Findings: fixed-point residual; ρ(J) (Arnoldi), ‖J‖₂ and σ_min(I − J) (Lanczos);
     the admissible damping range ``λ < λ_max`` and ``ρ(B_λ)``; ``‖B_λ^k‖₂``; Theorem 1
-    (``‖P(I − Jᵀ) − F_θᵀ‖₂ ≤ σ_min²/σ_max``: holds / fails / vacuous); with a cotangent,
-    the inner product and cosine with the exact gradient; the optimal λ in (0, 1] and the
-    k it needs. A failed condition is a finding, never an exception.
+    (``‖P(I − Jᵀ) − F_θᵀ‖₂ ≤ σ_min²/σ_max``: a :class:`~gradscope.theory.Verdict`, holds / fails /
+    vacuous); with a cotangent, the inner product and cosine with the exact gradient; the
+    optimal λ in (0, 1] and the k it needs. A failed condition is a finding, never an
+    exception.
 
     Args:
         problem: the equilibrium (with parameters).
@@ -172,7 +172,7 @@ def check_theory(
         tol: target relative adjoint error for the k recommendation.
 
     Returns:
-        A :class:`TheoryReport`; ``print(report)`` reads as plain text.
+        A :class:`~gradscope.theory.TheoryReport`; ``print(report)`` reads as plain text.
 
     Raises:
         TypeError, ValueError: bad input (no parameters, wrong estimator type, ...).
@@ -187,43 +187,72 @@ def check_theory(
         >>> problem = gs.FixedPointProblem.from_function(fn, p, fp.value, x)
         >>> report = gs.check_theory(problem, gs.Neumann(5, 0.5), torch.ones(2, dtype=torch.float64))
         >>> report["Theorem 1"].value
-        'holds'
+        <Verdict.HOLDS: 'holds'>
 
     """
     call = "check_theory"
+    _check_arguments(call, problem, estimator, cotangent)
+    asked_dense = dense
+    dense = problem.h_star.numel() <= 64 if dense is None else dense
+    spectral_dense = dense or jacobian_transpose(problem).layout().n <= 64
+    radius, norm, smin = _spectrum(problem, spectral_dense)
+    mu = eigenvalues_of(call, radius)
+    limit, optimum = damping_limit(mu), optimal_damping(mu)
+    setting = Setting.of(estimator, optimum)
+    exact = estimate_gradient(problem, cotangent, Exact()) if cotangent is not None else None
+    ascent = check_ascent(problem, estimator, cotangent, dense=dense, exact=exact)
+    damping = setting.damping_for_steps(limit, optimum)
+    steps = None if damping is None else _steps(problem, damping, ascent, tol, asked_dense)
+    findings = [
+        _residual_finding(problem),
+        *_spectral_findings(radius, norm, smin),
+        Finding("λ_max", limit.value, limit.message, DERIVED),
+        *_damping_findings(problem, setting, limit, mu, spectral_dense),
+        *_ascent_findings(ascent),
+        *_steps_findings(steps),
+    ]
+    name = getattr(estimator, "name", str(estimator))
+    advice = recommend(setting, limit, optimum, steps, ascent, radius.value, tol)
+    return TheoryReport(
+        name, findings, advice, radius, norm, smin, limit, optimum, steps, ascent, ascent.comparison
+    )
+
+
+def _check_arguments(
+    call: str, problem: object, estimator: object, cotangent: torch.Tensor | None
+) -> None:
     check_problem(call, problem)
     check_estimator(call, estimator, "estimator")
     if cotangent is not None:
         check_tensor(call, "cotangent", cotangent)
-    d = problem.h_star.numel()
-    asked_dense = dense
-    dense = d <= 64 if dense is None else dense
-    n_sample = d // (
-        problem.h_star.shape[0] if problem.batched and problem.samples_independent else 1
-    )
-    spectral_dense = dense or n_sample <= 64
-    findings: list[Finding] = []
-    add = findings.append
 
+
+def _residual_finding(problem: FixedPointProblem) -> Finding:
     residual = problem.residual.max_relative
-    add(
-        Finding(
-            "fixed-point residual",
-            residual,
-            "‖F(h*) − h*‖/‖F(h*)‖ (max over samples); phantom gradients and the identities "
-            "below assume it is small"
-            + (" — it is NOT small here" if residual > problem.rtol else ""),
-            "FixedPointProblem.residual",
-        )
+    return Finding(
+        "fixed-point residual",
+        residual,
+        "‖F(h*) − h*‖/‖F(h*)‖ (max over samples); phantom gradients and the identities "
+        "below assume it is small" + (" — it is NOT small here" if residual > problem.rtol else ""),
+        "FixedPointProblem.residual",
     )
 
-    radius = spectral_radius(problem, DenseSpectrum() if spectral_dense else Arnoldi())
-    norm = spectral_norm(problem, DenseSpectrum() if spectral_dense else Lanczos())
-    smin = smallest_singular_value(
-        problem, DenseSpectrum() if spectral_dense else Lanczos(max_steps=150)
-    )
-    rho = radius.value
-    add(
+
+def _spectrum(
+    problem: FixedPointProblem, dense: bool
+) -> tuple[SpectralEstimate, SpectralEstimate, SpectralEstimate]:
+    """ρ(J) (Arnoldi), ‖J‖₂ and σ_min(I − J) (Lanczos), or their dense references."""
+    radius = spectral_radius(problem, DenseSpectrum() if dense else Arnoldi())
+    norm = spectral_norm(problem, DenseSpectrum() if dense else Lanczos())
+    smin = smallest_singular_value(problem, DenseSpectrum() if dense else Lanczos(max_steps=150))
+    return radius, norm, smin
+
+
+def _spectral_findings(
+    radius: SpectralEstimate, norm: SpectralEstimate, smin: SpectralEstimate
+) -> list[Finding]:
+    rho, amplification = radius.value, 1 / smin.value if smin.value > 0 else math.inf
+    return [
         Finding(
             "ρ(J)",
             rho,
@@ -231,171 +260,104 @@ def check_theory(
             "Neumann series converge"
             + ("" if rho < 1 else " — here it is ≥ 1")
             + _unconverged(radius),
-            "see the docs page 'The implicit function theorem and the adjoint system' (docs/explanation/implicit_gradients.rst)",
-        )
-    )
-    add(
+            IMPLICIT,
+        ),
         Finding(
             "‖J‖₂",
             norm.value,
             "largest singular value; ≥ ρ(J), much larger for non-normal J (transient growth)"
             + _unconverged(norm),
-            "derived, see the docs page 'Damping' (docs/explanation/damping.rst)",
-        )
-    )
-    add(
+            DERIVED,
+        ),
         Finding(
             "σ_min(I − J)",
             smin.value,
             "distance of the adjoint system (I − Jᵀ)u = g to singular; errors are amplified "
-            f"up to 1/σ_min = {1 / smin.value if smin.value > 0 else math.inf:.3g}×"
-            + _unconverged(smin),
-            "see the docs page 'The implicit function theorem and the adjoint system' (docs/explanation/implicit_gradients.rst)",
-        )
+            f"up to 1/σ_min = {amplification:.3g}×" + _unconverged(smin),
+            IMPLICIT,
+        ),
+    ]
+
+
+def _damping_findings(
+    problem: FixedPointProblem,
+    setting: Setting,
+    limit: DampingLimit,
+    mu: torch.Tensor,
+    dense: bool,
+) -> list[Finding]:
+    """Whether a phantom gradient's λ is admissible, and ``‖B_λ^k‖₂`` at its k."""
+    if not setting.phantom:
+        return []
+    lam, k = setting.damping, setting.steps
+    bk = damped_power_norm(problem, lam, k, DenseSpectrum() if dense else Lanczos())
+    return [
+        Finding(
+            f"λ = {lam:g} admissible",
+            limit.admits(lam),
+            f"ρ(B_λ) = {damped_radius(mu, lam):.4g} for B_λ = (1 − λ)I + λJ; the series "
+            "converges iff ρ(B_λ) < 1",
+            DERIVED,
+        ),
+        Finding(
+            f"‖B_λ^{k}‖₂",
+            bk.value,
+            "worst-case relative error of the k-step Neumann adjoint, ‖u* − u_k‖ ≤ "
+            "‖B_λ^k‖₂‖u*‖ (u* − u_k = (Bᵀ)^k u*)",
+            DERIVED,
+        ),
+    ]
+
+
+def _ascent_findings(ascent: AscentCheck) -> list[Finding]:
+    """Theorem 1's verdict and, with a cotangent, the measured comparison."""
+    findings = [Finding("Theorem 1", ascent.verdict, ascent.message, THEOREM1)]
+    if ascent.comparison is None:
+        return findings
+    measured = "compare(estimate, Exact)"
+    return [
+        *findings,
+        Finding(
+            "⟨∇̂, ∇⟩",
+            ascent.inner,
+            "inner product with the exact gradient for this cotangent; > 0: −∇̂ is a "
+            "descent direction (measured, a posteriori)",
+            measured,
+        ),
+        Finding("cosine", ascent.cosine, "cosine similarity with the exact gradient", measured),
+        Finding(
+            "relative error",
+            ascent.relative_error,
+            "‖∇̂ − ∇‖/‖∇‖: the bias ε of Theorem 3 (training converges to an O(ε) floor)",
+            "Geng et al. 2021, Theorem 3",
+        ),
+    ]
+
+
+def _steps_findings(steps: StepsNeeded | None) -> list[Finding]:
+    if steps is None:
+        return []
+    name = f"k needed (λ = {steps.damping:g})"
+    return [Finding(name, steps.tolerance_steps, steps.note, DERIVED)]
+
+
+def _steps(
+    problem: FixedPointProblem,
+    damping: float,
+    ascent: AscentCheck,
+    tol: float,
+    asked_dense: bool | None,
+) -> StepsNeeded:
+    """The k needed at ``damping``, with κ of F_θ from the Theorem-1 check."""
+    smax, smin = ascent.sigma_max, ascent.sigma_min
+    kappa = smax / smin if smin > 1e-8 * smax else math.inf
+    return steps_needed(
+        problem,
+        damping,
+        tol=tol,
+        kappa=kappa,
+        max_steps=200,
+        # Unless told, steps_needed picks for itself: one dense per-sample block (n
+        # products) up to 512 entries per sample beats a Lanczos per power of B (k²).
+        dense=asked_dense,
     )
-
-    mu = _eigenvalues(call, radius)
-    limit = damping_limit(mu)
-    optimum = optimal_damping(mu)
-    add(Finding("λ_max", limit.value, limit.message, DERIVED))
-
-    phantom = isinstance(estimator, (Neumann, Unrolled, OneStep))
-    # OneStep is the k = 1, λ = 1 phantom gradient.
-    lam = float(getattr(estimator, "damping", 1.0)) if phantom else optimum.damping
-    k = int(getattr(estimator, "steps", 1)) if phantom else None
-    rho_B = damped_radius(mu, lam)
-    if phantom:
-        add(
-            Finding(
-                f"λ = {lam:g} admissible",
-                limit.admits(lam),
-                f"ρ(B_λ) = {rho_B:.4g} for B_λ = (1 − λ)I + λJ; the series converges iff ρ(B_λ) < 1",
-                DERIVED,
-            )
-        )
-        bk = damped_power_norm(problem, lam, k, DenseSpectrum() if spectral_dense else Lanczos())
-        add(
-            Finding(
-                f"‖B_λ^{k}‖₂",
-                bk.value,
-                "worst-case relative error of the k-step Neumann adjoint, ‖u* − u_k‖ ≤ "
-                "‖B_λ^k‖₂‖u*‖ (u* − u_k = (Bᵀ)^k u*)",
-                DERIVED,
-            )
-        )
-
-    exact = estimate_gradient(problem, cotangent, Exact()) if cotangent is not None else None
-    ascent = check_ascent(problem, estimator, cotangent, dense=dense, exact=exact)
-    add(Finding("Theorem 1", ascent.verdict, ascent.message, THEOREM1))
-    comparison = ascent.comparison
-    if comparison is not None:
-        add(
-            Finding(
-                "⟨∇̂, ∇⟩",
-                ascent.inner,
-                "inner product with the exact gradient for this cotangent; > 0: −∇̂ is a "
-                "descent direction (measured, a posteriori)",
-                "compare(estimate, Exact)",
-            )
-        )
-        add(
-            Finding(
-                "cosine",
-                ascent.cosine,
-                "cosine similarity with the exact gradient",
-                "compare(estimate, Exact)",
-            )
-        )
-        add(
-            Finding(
-                "relative error",
-                ascent.relative_error,
-                "‖∇̂ − ∇‖/‖∇‖: the bias ε of Theorem 3 (training converges to an O(ε) floor)",
-                "Geng et al. 2021, Theorem 3",
-            )
-        )
-
-    kappa = (
-        ascent.sigma_max / ascent.sigma_min
-        if ascent.sigma_min > 1e-8 * ascent.sigma_max
-        else math.inf
-    )
-    steps = None
-    if optimum.converges or (phantom and limit.admits(lam)):
-        steps = steps_needed(
-            problem,
-            lam if phantom and limit.admits(lam) else optimum.damping,
-            tol=tol,
-            kappa=kappa,
-            max_steps=200,
-            # Unless told, steps_needed picks for itself: one dense per-sample block (n
-            # products) up to 512 entries per sample beats a Lanczos per power of B (k²).
-            dense=asked_dense,
-        )
-        add(
-            Finding(f"k needed (λ = {steps.damping:g})", steps.tolerance_steps, steps.note, DERIVED)
-        )
-
-    recommendation = _recommend(estimator, phantom, lam, k, limit, optimum, steps, ascent, rho, tol)
-    return TheoryReport(
-        getattr(estimator, "name", str(estimator)),
-        findings,
-        recommendation,
-        radius,
-        norm,
-        smin,
-        limit,
-        optimum,
-        steps,
-        ascent,
-        comparison,
-    )
-
-
-def _recommend(estimator, phantom, lam, k, limit, optimum, steps, ascent, rho, tol) -> str:
-    out = []
-    if not limit.exists:
-        out.append(
-            "No damping makes a phantom gradient converge here (J has an eigenvalue with "
-            "Re μ ≥ 1). Use Exact(GMRES()) and check that the equilibrium is stable."
-        )
-        return "\n".join(out)
-    top = min(1.0, limit.value)
-    out.append(
-        f"Admissible damping: 0 < λ {'≤' if limit.value > 1 else '<'} {top:.3g}. "
-        f"Best λ in (0, 1]: {optimum.damping:.3g} (ρ(B_λ) = {optimum.radius:.3g})."
-    )
-    if phantom and not limit.admits(lam):
-        out.append(
-            f"Your λ = {lam:g} is outside this range: the Neumann series diverges; "
-            f"lower it to about {optimum.damping:.2g}."
-        )
-    if steps is not None:
-        where = f"at λ = {steps.damping:g}"
-        if steps.tolerance_steps is not None:
-            out.append(
-                f"Steps {where}: k ≥ {steps.tolerance_steps} gives relative adjoint error ≤ "
-                f"{tol:g} (from ‖B_λ^k‖₂)."
-            )
-        if steps.theorem1_steps is not None:
-            out.append(f"Theorem 1 is guaranteed {where} from k = {steps.theorem1_steps}.")
-        if (
-            phantom
-            and k is not None
-            and steps.tolerance_steps is not None
-            and k < steps.tolerance_steps
-        ):
-            out.append(
-                f"Your k = {k} is below that: expect a biased gradient (see the cosine above)."
-            )
-    if ascent.verdict == "vacuous":
-        out.append(
-            "Theorem 1 cannot certify ascent here (σ_min(F_θ) ≈ 0); rely on the measured "
-            "cosine with the exact gradient."
-        )
-    if rho >= 1:
-        out.append(
-            "ρ(J) ≥ 1: fixed-point backward solvers (as in TorchDEQ) will not converge; "
-            "Exact(GMRES()) still can, as long as σ_min(I − J) > 0."
-        )
-    return "\n".join(out)
