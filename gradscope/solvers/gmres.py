@@ -10,6 +10,7 @@ import torch
 from .._checks import check_steps
 from ..status import Status
 from .base import CONDITIONING, Iteration, Solver
+from .krylov import cgs2
 
 if TYPE_CHECKING:
     from ..layout import SampleLayout
@@ -124,20 +125,12 @@ class GMRES(Solver):
             for j in range(m):
                 started = active  # the rows that take this step
                 Vj = V[:, : j + 1]  # (R, j+1, n)
-                VjT = Vj.transpose(1, 2)
-                # Classical Gram–Schmidt applied twice (CGS2), with w as a row (R, 1, n):
-                # both products then read V in its stored layout (several times faster on
-                # CPU than the column form for per-sample bases).
-                w = apply(V[:, j]).unsqueeze(1)
-                h = torch.bmm(w, VjT)  # (R, 1, j+1)
-                w = torch.baddbmm(w, h, Vj, alpha=-1)
-                h2 = torch.bmm(w, VjT)
-                w = torch.baddbmm(w, h2, Vj, alpha=-1).squeeze(1)
+                w, h = cgs2(Vj, apply(V[:, j]))  # the shared Krylov core
                 hn = torch.linalg.vector_norm(w, dim=1)
                 active = active & (hn > floor)  # a row that broke down is solved after this step
                 V[:, j + 1] = torch.where(active[:, None], w / hn.clamp_min(tiny)[:, None], 0.0)
                 # Hessenberg column j, rotated by the earlier rotations in one product.
-                col = torch.cat([(h + h2).squeeze(1), hn[:, None]], dim=1).unsqueeze(2)
+                col = torch.cat([h, hn[:, None]], dim=1).unsqueeze(2)
                 col = torch.bmm(Qt[:, : j + 2, : j + 2], col).squeeze(2)  # (R, j+2)
                 a, c = col[:, j], col[:, j + 1]
                 denom = torch.hypot(a, c)

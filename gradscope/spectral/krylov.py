@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from ..layout import SampleLayout
+from ..solvers.krylov import cgs2, gram_schmidt
 from .methods import Arnoldi, Lanczos
 
 __all__ = [
@@ -75,31 +76,6 @@ def sqrt_bound(theta: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tenso
     return sigma, torch.maximum(up, down)
 
 
-# Small bases: elementwise products (tiny batched GEMMs stall on busy multi-threaded CPUs).
-# Large bases or CUDA: bmm, which reads the basis in place; the elementwise form would
-# materialise an (S, j, n) temporary — 6 GB per product on the 11M-parameter conv DEQ of
-# analysis/gpu_scale.py, where it made ρ(J) cost 30 exact backwards.
-_ELEMENTWISE_LIMIT = 2**20
-
-
-def _use_bmm(basis: torch.Tensor) -> bool:
-    return basis.is_cuda or basis.numel() > _ELEMENTWISE_LIMIT
-
-
-def _coeffs(basis: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``Vᵀw`` per sample: basis ``(S, j, n)``, w ``(S, n)`` → ``(S, j)``."""
-    if _use_bmm(basis):
-        return torch.bmm(basis, w.unsqueeze(-1)).squeeze(-1)
-    return (basis * w.unsqueeze(1)).sum(dim=-1)
-
-
-def _combine(basis: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """``V c`` per sample: ``(S, j, n)``, ``(S, j)`` → ``(S, n)``."""
-    if _use_bmm(basis):
-        return torch.bmm(c.unsqueeze(1), basis).squeeze(1)
-    return (c.unsqueeze(-1) * basis).sum(dim=1)
-
-
 def _first_basis_vector(v0: torch.Tensor, m: int) -> torch.Tensor:
     """The basis ``(S, m + 1, n)`` with the normalised ``v0`` in place 0."""
     V = v0.new_zeros(v0.shape[0], m + 1, v0.shape[1])
@@ -146,11 +122,7 @@ def arnoldi(apply: Flat, v0: torch.Tensor, method: Arnoldi) -> ArnoldiResult:
     for j in range(m):
         w = apply(V[:, j])
         basis = V[:, : j + 1]
-        h = _coeffs(basis, w)
-        w = w - _combine(basis, h)
-        h2 = _coeffs(basis, w)  # second Gram–Schmidt pass
-        w = w - _combine(basis, h2)
-        h = h + h2
+        w, h = cgs2(basis, w)  # the Krylov core GMRES uses
         beta = torch.linalg.vector_norm(w, dim=1)
         scale = torch.linalg.vector_norm(h, dim=1)
         now_broken = ~broken & (beta <= 100 * eps * scale.clamp_min(tiny))
@@ -252,7 +224,7 @@ def lanczos(apply: Flat, v0: torch.Tensor, method: Lanczos, which: str) -> Lancz
         alpha = (V[:, j] * w).sum(dim=1)
         basis = V[:, : j + 1]
         for _ in range(2):  # full re-orthogonalisation, twice (CGS2)
-            w = w - _combine(basis, _coeffs(basis, w))
+            w = gram_schmidt(basis, w, passes=1)[0]
         beta = torch.linalg.vector_norm(w, dim=1)
         now_broken = ~broken & (beta <= 100 * eps * alpha.abs().clamp_min(1e-300))
         alpha = torch.where(broken, T[:, 0, 0], alpha)
