@@ -105,7 +105,6 @@ class GMRES(Solver):
         Qt = B.new_empty(R, m + 1, m + 1)  # Ωᵀ: the product of the Givens rotations so far
         eye = torch.eye(m + 1, dtype=dtype, device=device)
         trace = B.new_zeros(solver.max_steps, R)
-        idx = torch.arange(m, device=device)
         # Rows whose last cycle made the true residual worse (a numerically singular system:
         # the Givens estimate said it fell while the recomputed residual grew). They keep
         # their best iterate and take no further cycles.
@@ -129,18 +128,7 @@ class GMRES(Solver):
                 hn = torch.linalg.vector_norm(w, dim=1)
                 active = active & (hn > floor)  # a row that broke down is solved after this step
                 V[:, j + 1] = torch.where(active[:, None], w / hn.clamp_min(tiny)[:, None], 0.0)
-                # Hessenberg column j, rotated by the earlier rotations in one product.
-                col = torch.cat([h, hn[:, None]], dim=1).unsqueeze(2)
-                col = torch.bmm(Qt[:, : j + 2, : j + 2], col).squeeze(2)  # (R, j+2)
-                a, c = col[:, j], col[:, j + 1]
-                denom = torch.hypot(a, c)
-                safe = denom > 0
-                cs = torch.where(safe, a / denom.clamp_min(tiny), 1.0)
-                sn = torch.where(safe, c / denom.clamp_min(tiny), 0.0)
-                Rm[:, :j, j] = col[:, :j]
-                Rm[:, j, j] = denom  # = |a| = 0 where the column is zero
-                G = torch.stack([cs, sn, -sn, cs], dim=1).reshape(R, 2, 2)
-                Qt[:, j : j + 2, : j + 2] = torch.bmm(G, Qt[:, j : j + 2, : j + 2])
+                _rotate_column(Qt, Rm, torch.cat([h, hn[:, None]], dim=1), j)
                 estimate = (beta * Qt[:, j + 1, 0]).abs()
                 trace[steps] = torch.where(started, estimate, 0.0)
                 cols += started
@@ -149,14 +137,9 @@ class GMRES(Solver):
                 k = j + 1
                 if steps >= solver.max_steps or not bool(active.any()):
                     break
-            # Solve R y = β Ωᵀe₁ for each row on its own columns; columns a row did not
-            # use (it had stopped) become identity rows with a zero right-hand side.
-            unused = idx[None, :k] >= cols[:, None]  # (R, k)
-            Rk = torch.where(unused[:, :, None] | unused[:, None, :], 0.0, Rm[:, :k, :k])
-            Rk = Rk + torch.diag_embed(unused.to(dtype))
-            rhs = torch.where(unused, 0.0, beta[:, None] * Qt[:, :k, 0])
-            y = torch.linalg.solve_triangular(Rk, rhs.unsqueeze(2), upper=True)  # (R, k, 1)
-            X_new = torch.baddbmm(X.unsqueeze(1), y.transpose(1, 2), V[:, :k]).squeeze(1)
+            X_new = _least_squares_update(
+                X, V[:, :k], Rm[:, :k, :k], Qt[:, :k, 0] * beta[:, None], cols
+            )
             R_new = B - apply(X_new)
             worse = ~(torch.linalg.vector_norm(R_new, dim=1) <= beta)  # NaN counts as worse
             stalled |= worse
@@ -175,3 +158,40 @@ class GMRES(Solver):
                 f"of the state) or max_steps, try BiCGSTAB, or {CONDITIONING}"
             )
         return f"Raise max_steps, or {CONDITIONING}"
+
+
+def _rotate_column(Qt: torch.Tensor, Rm: torch.Tensor, column: torch.Tensor, j: int) -> None:
+    """Bring Hessenberg column j (``(R, j + 2)``) to triangular form, in place.
+
+    The earlier rotations reach it in one batched product with their accumulated factor
+    ``Ωᵀ`` (``Qt``); a new Givens rotation zeroes its last entry and joins ``Ωᵀ``; the
+    rotated column is column j of the triangular factor ``Rm``.
+    """
+    tiny = torch.finfo(column.dtype).tiny
+    col = torch.bmm(Qt[:, : j + 2, : j + 2], column.unsqueeze(2)).squeeze(2)  # (R, j+2)
+    a, c = col[:, j], col[:, j + 1]
+    denom = torch.hypot(a, c)
+    safe = denom > 0
+    cs = torch.where(safe, a / denom.clamp_min(tiny), 1.0)
+    sn = torch.where(safe, c / denom.clamp_min(tiny), 0.0)
+    Rm[:, :j, j] = col[:, :j]
+    Rm[:, j, j] = denom  # = |a| = 0 where the column is zero
+    G = torch.stack([cs, sn, -sn, cs], dim=1).reshape(-1, 2, 2)
+    Qt[:, j : j + 2, : j + 2] = torch.bmm(G, Qt[:, j : j + 2, : j + 2])
+
+
+def _least_squares_update(
+    X: torch.Tensor, V: torch.Tensor, Rk: torch.Tensor, rhs: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """``X + V y`` with ``R y = β Ωᵀe₁`` solved per row on the columns that row used.
+
+    Columns a row did not use (it had stopped) become identity rows with a zero
+    right-hand side, so every row solves one triangular system of the same size.
+    """
+    k = Rk.shape[-1]
+    unused = torch.arange(k, device=X.device)[None, :] >= cols[:, None]  # (R, k)
+    Rk = torch.where(unused[:, :, None] | unused[:, None, :], 0.0, Rk)
+    Rk = Rk + torch.diag_embed(unused.to(X.dtype))
+    rhs = torch.where(unused, 0.0, rhs)
+    y = torch.linalg.solve_triangular(Rk, rhs.unsqueeze(2), upper=True)  # (R, k, 1)
+    return torch.baddbmm(X.unsqueeze(1), y.transpose(1, 2), V).squeeze(1)
