@@ -7,6 +7,8 @@ from collections.abc import Callable, Mapping
 
 from ..estimators import Estimator, GradientEstimate
 from ..problem import FixedPointProblem
+from ..spectral import spectral_norm, spectral_radius
+from ..theory import check_ascent
 
 __all__ = [
     "THEOREM1_CODES",
@@ -32,7 +34,6 @@ def spectral_norm_extra(method: object | None = None) -> Extra:
         "jacobian_norm_converged": 0/1}``.
 
     """
-    from ..spectral import spectral_norm
 
     def extra(problem: FixedPointProblem, exact, estimates) -> dict[str, float]:
         est = spectral_norm(problem, method)  # type: ignore[arg-type]
@@ -89,9 +90,6 @@ def theory_extra(estimator: Estimator | None = None, *, sample: int | None = 0) 
     """
 
     def extra(problem: FixedPointProblem, exact, estimates) -> dict[str, float]:
-        from ..spectral import spectral_norm, spectral_radius
-        from ..theory import check_ascent
-
         rho, norm = spectral_radius(problem), spectral_norm(problem)
         values = {
             "rho_J": rho.value,

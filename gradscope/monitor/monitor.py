@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,16 +27,6 @@ from .torchdeq import register_torchdeq
 __all__ = ["GradientMonitor"]
 
 logger = logging.getLogger("gradscope.monitor")
-
-
-@dataclass
-class _Counter:
-    steps: dict[str, int] = field(default_factory=dict)
-
-    def next(self, name: str) -> int:
-        step = self.steps.get(name, -1) + 1
-        self.steps[name] = step
-        return step
 
 
 class GradientMonitor:
@@ -137,7 +126,7 @@ class GradientMonitor:
         self.warnings = 0
         self.observations = 0
         self.last_error: str | None = None
-        self._counter = _Counter()
+        self._steps: dict[str, int] = {}  # the last step counted, per layer name
         self._detach: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ attaching
@@ -191,7 +180,7 @@ class GradientMonitor:
             training_estimator: the estimator your training uses, to label its rows.
 
         """
-        step = self._counter.next(name) if step is None else step
+        step = self._next_step(name) if step is None else step
         if self._scheduled(step) and h_star.requires_grad:
             h_star.register_hook(
                 observer_hook(
@@ -257,8 +246,12 @@ class GradientMonitor:
     # ------------------------------------------------------------------ observing
     def due(self, name: str) -> int | None:
         """Count a step of layer ``name``; its number when the schedule observes it, else None."""
-        step = self._counter.next(name)
+        step = self._next_step(name)
         return step if self._scheduled(step) else None
+
+    def _next_step(self, name: str) -> int:
+        self._steps[name] = step = self._steps.get(name, -1) + 1
+        return step
 
     def _scheduled(self, step: int) -> bool:
         try:
@@ -301,7 +294,7 @@ class GradientMonitor:
             The rows recorded (an ``error`` row when the monitor failed).
 
         """
-        step = self._counter.next(name) if step is None else step
+        step = self._next_step(name) if step is None else step
         g = cotangent.detach()
         device = g.device
         rng_devices = [device.index or 0] if device.type == "cuda" else []
