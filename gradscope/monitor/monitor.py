@@ -64,7 +64,7 @@ class GradientMonitor:
     Example:
         >>> import torch, gradscope as gs
         >>> _ = torch.manual_seed(0)
-        >>> model = gs.synthetic.DigitsDEQ(width=16)
+        >>> model = gs.demo.DigitsDEQ(width=16)
         >>> monitor = gs.GradientMonitor(schedule=gs.monitor.Every(2))
         >>> monitor.attach(model.layer, name="deq")  # doctest: +ELLIPSIS
         <function ...>
