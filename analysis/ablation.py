@@ -8,7 +8,7 @@ docs/explanation/damping.rst (theory-damping)); λ ∈ {0.9, 1.0} degrade for k 
 collapses at large k (k = 9: ≈ 69.5 % against ≈ 86 % for UPG).
 
 Setting (our choice, stated; a small-scale stand-in, not CIFAR-10): the scikit-learn
-digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`, width 32, float32; 1348 training / 449 test
+digits DEQ (:class:`gradscope.demo.DigitsDEQ`, width 32, float32; 1348 training / 449 test
 images) trained 250 steps, batch 64, SGD with momentum 0.9 and lr 0.05, with UPG A(k, λ)
 for k = 1..9 and λ ∈ {0.1, 0.5, 0.9, 1.0}, and with NPG A(k, λ) for λ ∈ {0.5, 1.0};
 3 seeds (model initialisation and batch order) per cell. SGD rather than Adam: Adam
@@ -73,7 +73,7 @@ def make_optimizer(name: str, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=5e-3, weight_decay=0.05)
 
 
-def spectra(model: gs.synthetic.DigitsDEQ, x: torch.Tensor, y: torch.Tensor, k: int, lam: float) -> dict:
+def spectra(model: gs.demo.DigitsDEQ, x: torch.Tensor, y: torch.Tensor, k: int, lam: float) -> dict:
     """ρ(J), ρ(B_λ), ‖B_λ^k‖₂ and the training estimator's cosine to the exact gradient at h*(x)."""
     with torch.no_grad():
         z = model.project(x)
@@ -103,7 +103,7 @@ def spectra(model: gs.synthetic.DigitsDEQ, x: torch.Tensor, y: torch.Tensor, k: 
 
 
 def train(
-    data: gs.synthetic.DigitsData,
+    data: gs.demo.DigitsData,
     method: str,
     k: int,
     lam: float,
@@ -115,7 +115,7 @@ def train(
     """Train one DigitsDEQ with A(k, λ); return the run's row and its checkpoint rows."""
     torch.manual_seed(seed)
     estimator = gs.Unrolled(k, lam) if method == "UPG" else gs.Neumann(k, lam)
-    model = gs.synthetic.DigitsDEQ(width=WIDTH, estimator=estimator)
+    model = gs.demo.DigitsDEQ(width=WIDTH, estimator=estimator)
     optimizer = make_optimizer(opt, model.parameters())
     generator = torch.Generator().manual_seed(seed)
     probe_x, probe_y = data.x_test[:BATCH], data.y_test[:BATCH]
@@ -338,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     upg_lams = (0.1, 0.5) if args.quick else UPG_DAMPINGS
     npg_lams = (0.5,) if args.quick else NPG_DAMPINGS
     args.out.mkdir(parents=True, exist_ok=True)
-    data = gs.synthetic.load_digits_tensors(seed=0)
+    data = gs.demo.load_digits_tensors(seed=0)
     cells = [("UPG", k, lam) for lam in upg_lams for k in ks]
     cells += [("NPG", k, lam) for lam in npg_lams for k in ks]
     start = time.perf_counter()

@@ -1,6 +1,6 @@
 """Benchmark: the GradientMonitor costs at most 5% of training time; NPG memory is flat in k.
 
-Claim 1 (overhead): training the scikit-learn digits DEQ (gradscope.synthetic.DigitsDEQ, width 48,
+Claim 1 (overhead): training the scikit-learn digits DEQ (gradscope.demo.DigitsDEQ, width 48,
 batch 64, Neumann(5, 0.5)) with a GradientMonitor observing every 50 steps — exact
 gradient (GMRES, rtol 1e-5) plus two phantom estimators (Unrolled(5, 0.5), OneStep) and
 the training one compared — takes at most 5% more wall time than without it.
@@ -50,7 +50,7 @@ class Run:
     def __init__(self, data, monitor: gs.GradientMonitor | None, seed: int = 0) -> None:
         torch.manual_seed(seed)
         self.data = data
-        self.model = gs.synthetic.DigitsDEQ(width=WIDTH, estimator=gs.Neumann(5, 0.5))
+        self.model = gs.demo.DigitsDEQ(width=WIDTH, estimator=gs.Neumann(5, 0.5))
         if monitor is not None:
             monitor.attach(self.model.layer, name="digits")
         self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-2)
@@ -121,7 +121,7 @@ def step_memory(data, estimator) -> tuple[int, int, int, float]:
     kept for the backward, and the step's seconds.
     """
     torch.manual_seed(0)
-    model = gs.synthetic.DigitsDEQ(width=WIDTH, estimator=estimator)
+    model = gs.demo.DigitsDEQ(width=WIDTH, estimator=estimator)
     x, y = data.x_train[:BATCH].clone(), data.y_train[:BATCH].clone()  # own storage: counted alone
 
     def step() -> None:
@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = gs.synthetic.load_digits_tensors(seed=0)
+    data = gs.demo.load_digits_tensors(seed=0)
     blocks = 2 if args.quick else 20
     over = overhead(data, blocks)
     mem = memory(data)

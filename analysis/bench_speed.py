@@ -6,7 +6,7 @@ gradient UPG/NPG A(5, λ) is faster than training with the exact implicit gradie
 paper reports 1.4–2.2× (whether for the whole step or the backward alone is not stated,
 so both are timed here).
 
-Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`,
+Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.demo.DigitsDEQ`,
 width 48, batch 64, float32, Anderson forward to rtol 1e-4) on one CPU thread, at two
 states of the same model: at initialisation and after 300 training steps with AdamW
 (lr 5e-3, weight decay 0.05) and NPG(5, 0.5), where ρ(J) has risen (the exact backward's GMRES then
@@ -65,10 +65,10 @@ PAPER = (1.4, 2.2)
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_speed"
 
 
-def trained_model(data: gs.synthetic.DigitsData, steps: int, seed: int = 0) -> gs.synthetic.DigitsDEQ:
+def trained_model(data: gs.demo.DigitsData, steps: int, seed: int = 0) -> gs.demo.DigitsDEQ:
     """A DigitsDEQ after ``steps`` training steps with AdamW (lr 5e-3, weight decay 0.05) and NPG(5, 0.5)."""
     torch.manual_seed(seed)
-    model = gs.synthetic.DigitsDEQ(width=WIDTH, estimator=gs.Neumann(5, 0.5))
+    model = gs.demo.DigitsDEQ(width=WIDTH, estimator=gs.Neumann(5, 0.5))
     opt = torch.optim.AdamW(model.parameters(), lr=5e-3, weight_decay=0.05)
     generator = torch.Generator().manual_seed(seed)
     with warnings.catch_warnings():
@@ -81,7 +81,7 @@ def trained_model(data: gs.synthetic.DigitsData, steps: int, seed: int = 0) -> g
     return model
 
 
-def rho_j(model: gs.synthetic.DigitsDEQ, x: torch.Tensor) -> float:
+def rho_j(model: gs.demo.DigitsDEQ, x: torch.Tensor) -> float:
     """ρ(J) (max over the batch) at the model's equilibrium for x."""
     with torch.no_grad():
         z = model.project(x)
@@ -108,7 +108,7 @@ def one_step(model, opt, x, y) -> dict:
     }
 
 
-def bench(model: gs.synthetic.DigitsDEQ, data: gs.synthetic.DigitsData, state: str, rounds: int) -> pd.DataFrame:
+def bench(model: gs.demo.DigitsDEQ, data: gs.demo.DigitsData, state: str, rounds: int) -> pd.DataFrame:
     """Round-robin timings of every estimator on copies of ``model``."""
     models, opts = {}, {}
     for name, estimator in ESTIMATORS.items():
@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         times = pd.read_csv(args.from_csv / "times.csv")
         rounds = int(times["round"].max())
     else:
-        data = gs.synthetic.load_digits_tensors(seed=0)
+        data = gs.demo.load_digits_tensors(seed=0)
         frames = []
         for state, steps in (("init", 0), ("trained", train_steps)):
             model = trained_model(data, steps)

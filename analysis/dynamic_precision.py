@@ -7,7 +7,7 @@ phantom gradient, the cosine between the phantom gradient A(5, 0.5) (UPG and NPG
 the exact implicit gradient stays high all along training -- most of its mass near or
 above 0.9.
 
-Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.synthetic.DigitsDEQ`,
+Setting (our choice, stated): the scikit-learn digits DEQ (:class:`gradscope.demo.DigitsDEQ`,
 width 32, float64, batch 64; input projection → implicit ``tanh(W h + z)`` → linear
 head) trained 400 steps with UPG A(5, 0.5) -- the paper's training gradient -- under a
 :class:`gradscope.GradientMonitor` that observes every 4th step: the exact gradient
@@ -82,10 +82,10 @@ def optimizer(setting: str, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=5e-3, weight_decay=0.05)
 
 
-def train(data: gs.synthetic.DigitsData, setting: str, seed: int, steps: int, every: int) -> pd.DataFrame:
+def train(data: gs.demo.DigitsData, setting: str, seed: int, steps: int, every: int) -> pd.DataFrame:
     """Train one DigitsDEQ with UPG(5, 0.5) under a monitor; one row per observed step."""
     torch.manual_seed(seed)
-    model = gs.synthetic.DigitsDEQ(width=WIDTH, estimator=TRAIN).double()
+    model = gs.demo.DigitsDEQ(width=WIDTH, estimator=TRAIN).double()
     monitor = gs.GradientMonitor(
         estimators=list(COMPARED),
         exact=gs.Exact(gs.solvers.GMRES(rtol=1e-8)),
@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         steps = int(obs["step"].max()) + args.every
         n_runs = len(obs.groupby(["setting", "seed"]))
     else:
-        data = gs.synthetic.load_digits_tensors(seed=0, dtype=torch.float64)
+        data = gs.demo.load_digits_tensors(seed=0, dtype=torch.float64)
         frames = [
             train(data, setting, seed, steps, args.every)
             for setting in SETTINGS

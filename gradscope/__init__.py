@@ -7,7 +7,8 @@ The top level holds what most users call; everything else lives in its subpackag
 in the order the data flows: :mod:`gradscope.problem` → :mod:`gradscope.operators` →
 :mod:`gradscope.solvers` → :mod:`gradscope.estimators` → :mod:`gradscope.metrics` →
 :mod:`gradscope.spectral` / :mod:`gradscope.theory` → :mod:`gradscope.layers` →
-:mod:`gradscope.monitor` → :mod:`gradscope.plots` → ``gradscope.cli``.
+:mod:`gradscope.monitor` → :mod:`gradscope.plots` → :mod:`gradscope.demo` →
+:mod:`gradscope.cli`.
 
 Example:
     >>> import torch, gradscope as gs
@@ -25,6 +26,9 @@ Example:
 
 """
 
+from . import (
+    demo as demo,
+)
 from . import (
     estimators as estimators,
 )

@@ -223,7 +223,7 @@ def test_check_fail_on_violation(factory_file, capsys):
     assert main(["check", target, "--estimators", "neumann:2:1.0"]) == 0  # reported, not failed
     text = capsys.readouterr().out
     assert "violation: Neumann(2, 1) is not an ascent direction" in text
-    assert "warning: gradscope.estimate_gradient: Neumann(2, 1): the terms of the damped series grew" in text
+    assert "warning: gradscope.check: Neumann(2, 1): the terms of the damped series grew" in text
     assert main(["check", target, "--estimators", "neumann:2:1.0", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert (
@@ -308,9 +308,9 @@ def test_demo_quiet_prints_nothing_and_json_is_the_summary(tmp_path, capsys):
 
 
 def test_progress_without_tqdm_prints_a_line_every_ten_percent(capsys):
-    from gradscope.demo import _progress
+    from gradscope.demo.progress import progress
 
-    bar = _progress(20, quiet=False, use_tqdm=False)
+    bar = progress(20, quiet=False, use_tqdm=False)
     for step in range(20):
         bar.set_postfix(loss=f"{1 / (step + 1):.3f}")
         bar.update(1)
@@ -318,7 +318,7 @@ def test_progress_without_tqdm_prints_a_line_every_ten_percent(capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 10 and lines[-1].startswith("training: 20/20 steps")
     assert "loss=0.050" in lines[-1]
-    assert _progress(20, quiet=True) is None
+    assert progress(20, quiet=True) is None
 
 
 def test_argparse_usage_errors_exit_2():

@@ -34,7 +34,7 @@ def _worker(rank: int, world: int, folder: str) -> None:
         timeout=datetime.timedelta(seconds=60),
     )
     with global_seed(0):  # same initial model on every rank (DigitsDEQ takes no generator)
-        model = gs.synthetic.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
+        model = gs.demo.DigitsDEQ(width=12, estimator=gs.Neumann(4, 0.5))
     monitor = gs.GradientMonitor(
         estimators=[gs.OneStep()],
         schedule=gs.monitor.Every(2),

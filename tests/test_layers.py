@@ -185,9 +185,9 @@ def test_bad_arguments_raise_with_the_fix():
 
 
 def _train(estimator, steps=40, seed=0):
-    data = gs.synthetic.load_digits_tensors(seed=0)
+    data = gs.demo.load_digits_tensors(seed=0)
     with global_seed(seed):  # DigitsDEQ takes no generator
-        model = gs.synthetic.DigitsDEQ(width=32, estimator=estimator)
+        model = gs.demo.DigitsDEQ(width=32, estimator=estimator)
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     losses = []

@@ -11,15 +11,15 @@ certified solve, and compares the training gradient and a few other estimators w
 it. It never changes the training (no ``.grad``, parameter, RNG state or train/eval
 flag is touched).
 
-This tutorial trains :class:`~gradscope.synthetic.DigitsDEQ` — a small DEQ classifier — on
-scikit-learn's real 8×8 digit images (:func:`~gradscope.synthetic.load_digits_tensors`) with
+This tutorial trains :class:`~gradscope.demo.DigitsDEQ` — a small DEQ classifier — on
+scikit-learn's real 8×8 digit images (:func:`~gradscope.demo.load_digits_tensors`) with
 NPG, :class:`~gradscope.Neumann` ``(5, 0.5)``, and reads what the monitor recorded.
 """
 
 # %%
 # The model, the data and the monitor
 # -----------------------------------
-# :class:`~gradscope.synthetic.DigitsDEQ` is ``x ↦ z = U x + b ↦ h* = tanh(W h* + z) ↦ V h* + c``;
+# :class:`~gradscope.demo.DigitsDEQ` is ``x ↦ z = U x + b ↦ h* = tanh(W h* + z) ↦ V h* + c``;
 # its implicit layer is ``model.layer``, trained here with ``Neumann(5, 0.5)``.
 # The monitor observes every 20 steps and compares the training estimator (added
 # automatically, role ``"training"``) and two others, UPG ``Unrolled(5, 0.5)`` and the
@@ -37,10 +37,10 @@ import torch
 import gradscope as gs
 
 torch.manual_seed(0)
-data = gs.synthetic.load_digits_tensors(seed=0)
+data = gs.demo.load_digits_tensors(seed=0)
 print("train", tuple(data.x_train.shape), "test", tuple(data.x_test.shape))
 
-model = gs.synthetic.DigitsDEQ(width=32, estimator=gs.Neumann(5, 0.5))
+model = gs.demo.DigitsDEQ(width=32, estimator=gs.Neumann(5, 0.5))
 print(model)
 
 folder = Path(tempfile.mkdtemp())

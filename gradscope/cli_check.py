@@ -1,0 +1,316 @@
+"""``gradscope check``: the theory report and the comparisons for the user's own model.
+
+The user's file provides a factory (``path/to/file.py:factory``) that returns the cell,
+its inputs and optionally h*, h0, a loss and a tolerance (:data:`FACTORY_HELP`). Numerical
+failures (an equilibrium search or a solve that did not converge, a series that grew,
+an h* that is not a fixed point) are findings of the check, read from the results'
+statuses and listed in its output; nothing is warned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import importlib.util
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .cli_options import UsageError, emit, parse_estimators
+from .demo import spectrum_figure
+from .estimators import Exact, GradientEstimate
+from .estimators.estimate import run_estimator
+from .fixed_point import FixedPointResult, find_fixed_point
+from .metrics import compare
+from .monitor import COMPARISON_METRICS
+from .problem import FixedPointProblem
+from .theory import check_theory
+
+__all__ = [
+    "FACTORY_HELP",
+    "Built",
+    "build_from_factory",
+    "equilibrium_findings",
+    "load_factory",
+    "run_check",
+    "write_check_folder",
+]
+
+FACTORY_HELP = (
+    "the factory must return a dict with 'cell' (an nn.Module whose forward(h, *inputs) "
+    "returns the next h, or a function fn(params, h, *inputs) together with 'params', a "
+    "dict of parameter tensors) and 'inputs' (a tensor or a tuple of tensors), and optionally "
+    "'h_star' (the equilibrium; found with gradscope.find_fixed_point if absent), 'h0' "
+    "(the initial state), 'loss' (a callable loss(h_star) -> scalar; a random cotangent "
+    "seeded by --seed is used if absent) and 'rtol' (the fixed-point residual above which "
+    "h_star is flagged); or a tuple (cell, inputs[, h_star[, loss]])"
+)
+
+
+@dataclass(frozen=True)
+class Built:
+    """What the user's factory made.
+
+    Attributes:
+        problem: the equilibrium (h* as given or found; not judged: see ``problem.converged``).
+        cotangent: g = ∂ℓ/∂h* of the factory's loss, or a seeded random one.
+        source: where the cotangent came from, in words.
+        found: the equilibrium search, when the factory gave no h*.
+
+    """
+
+    problem: FixedPointProblem
+    cotangent: torch.Tensor
+    source: str
+    found: FixedPointResult | None
+
+
+# ---------------------------------------------------------------------------- the factory
+def load_factory(target: str):
+    """Import ``path/to/file.py:factory`` and return the callable."""
+    if ":" not in target:
+        raise UsageError(f"{target!r}: expected path/to/file.py:factory")
+    path_text, name = target.rsplit(":", 1)
+    path = Path(path_text)
+    if not path.is_file():
+        raise UsageError(f"{path}: no such file")
+    spec = importlib.util.spec_from_file_location(f"gradscope_user_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as error:
+        raise UsageError(
+            f"{path}: importing it failed with {type(error).__name__}: {error}"
+        ) from None
+    factory = getattr(module, name, None)
+    if factory is None:
+        public = sorted(
+            n for n in vars(module) if not n.startswith("_") and callable(getattr(module, n))
+        )
+        raise UsageError(f"{path} has no {name!r}; callables there: {public}")
+    if not callable(factory):
+        raise UsageError(f"{path}:{name} is a {type(factory).__name__}, not a callable factory")
+    return factory
+
+
+def build_from_factory(factory, seed: int = 0) -> Built:
+    """Call the user's factory and make the problem and the cotangent (seeded by ``seed``)."""
+    made = _made(factory)
+    cell, params = made["cell"], made.get("params")
+    step = _step(cell, params)
+    inputs = _inputs(made["inputs"])
+    loss = made.get("loss")
+    if loss is not None and not callable(loss):
+        raise UsageError(f"'loss' is a {type(loss).__name__}, not a callable; {FACTORY_HELP}")
+    h_star, found = made.get("h_star"), None
+    if h_star is None:
+        found = _find_fixed_point(step, inputs, made.get("h0"))
+        h_star = found.value
+    try:
+        if isinstance(cell, nn.Module):
+            problem = FixedPointProblem.from_module(
+                cell, h_star, *inputs, rtol=made.get("rtol"), check=False
+            )
+        else:
+            problem = FixedPointProblem.from_function(
+                cell, params, h_star, *inputs, rtol=made.get("rtol"), check=False
+            )
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise UsageError(f"the factory's model does not run: {error}") from None
+    g, source = _cotangent(loss, h_star, seed)
+    return Built(problem, g, source, found)
+
+
+def _made(factory) -> dict:
+    """The factory's result as a dict with at least 'cell' and 'inputs'."""
+    try:
+        made = factory()
+    except Exception as error:
+        raise UsageError(f"the factory raised {type(error).__name__}: {error}") from None
+    if isinstance(made, tuple):
+        keys = ("cell", "inputs", "h_star", "loss")
+        if not 2 <= len(made) <= 4:
+            raise UsageError(f"the factory returned a tuple of {len(made)} items; {FACTORY_HELP}")
+        made = dict(zip(keys, made))
+    if not isinstance(made, dict) or "cell" not in made or "inputs" not in made:
+        raise UsageError(f"the factory returned {type(made).__name__}; {FACTORY_HELP}")
+    return made
+
+
+def _step(cell, params):
+    """The map ``(h, *inputs) ↦ next h`` of a module cell, or of a function cell and its params."""
+    if isinstance(cell, nn.Module):
+        if params is not None:
+            raise UsageError(
+                f"'params' goes with a function cell, not an nn.Module; {FACTORY_HELP}"
+            )
+        return cell
+    if callable(cell):
+        if not isinstance(params, dict) or not params:
+            raise UsageError(
+                f"a function cell needs 'params', a non-empty dict of tensors; {FACTORY_HELP}"
+            )
+        return functools.partial(cell, params)  # (h, *inputs) ↦ cell(params, h, *inputs)
+    raise UsageError(
+        f"'cell' is a {type(cell).__name__}, not an nn.Module or a function; {FACTORY_HELP}"
+    )
+
+
+def _inputs(inputs) -> tuple[torch.Tensor, ...]:
+    if isinstance(inputs, torch.Tensor):
+        inputs = (inputs,)
+    elif isinstance(inputs, (tuple, list)):
+        inputs = tuple(inputs)
+    else:
+        raise UsageError(f"'inputs' is a {type(inputs).__name__}; {FACTORY_HELP}")
+    if not inputs or not all(isinstance(x, torch.Tensor) for x in inputs):
+        raise UsageError(f"'inputs' must be tensors; {FACTORY_HELP}")
+    return inputs
+
+
+def _cotangent(loss, h_star: torch.Tensor, seed: int) -> tuple[torch.Tensor, str]:
+    """G = ∂ℓ/∂h* of the factory's loss, or a random cotangent seeded by ``seed``."""
+    if loss is None:
+        g = torch.randn(
+            h_star.shape, generator=torch.Generator().manual_seed(seed), dtype=h_star.dtype
+        )
+        return g.to(h_star.device), f"a random cotangent, seed {seed} (the factory gave no loss)"
+    h = h_star.detach().requires_grad_(True)
+    try:
+        value = loss(h)
+    except Exception as error:
+        raise UsageError(f"the factory's loss raised {type(error).__name__}: {error}") from None
+    if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
+        raise UsageError("'loss' must return a scalar tensor that depends on h_star")
+    (g,) = torch.autograd.grad(value, h)
+    return g, "the factory's loss"
+
+
+def _find_fixed_point(cell, inputs, h0) -> FixedPointResult:
+    """The equilibrium search; whether it converged is read from the result (no warning)."""
+    try:
+        return find_fixed_point(
+            cell,
+            *inputs,
+            h0=h0,
+            rtol=1e-8 if inputs[0].dtype == torch.float64 else 1e-5,
+            max_steps=500,
+            warn=False,
+        )
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise UsageError(f"finding the equilibrium failed: {error}") from None
+
+
+# ---------------------------------------------------------------------------- the check
+def equilibrium_findings(built: Built) -> list[str]:
+    """What is wrong with h*: a search that did not converge, a residual above rtol."""
+    findings = []
+    found, problem = built.found, built.problem
+    if found is not None and not found.converged:
+        findings.append(
+            f"gradscope.check: the equilibrium search (find_fixed_point) did not converge "
+            f"after {found.steps} steps: relative residual {found.residual:.3e}. Give 'h_star' "
+            "or a better 'h0' in the factory, or check that F is contractive."
+        )
+    if not problem.converged:
+        findings.append(
+            f"gradscope.check: h* is not a fixed point to rtol={problem.rtol:g}: max relative "
+            f"residual ‖F(h*) − h*‖/‖F(h*)‖ = {problem.residual.max_relative:.3e}. Gradients "
+            "are computed at this h* as given; solve it more tightly, or set 'rtol' in the "
+            "factory if you know."
+        )
+    return findings
+
+
+def _estimate(problem, g, estimator, findings: list[str]) -> GradientEstimate:
+    """Run ``estimator``; a failure (its status) goes to ``findings``."""
+    estimate = run_estimator(problem, g, estimator, call="check")
+    if not estimate.status.ok:
+        findings.append(estimate.failure_message("check"))
+    return estimate
+
+
+def run_check(args: argparse.Namespace) -> int:
+    """``gradscope check``: the theory report and the comparisons for the user's model."""
+    estimators = parse_estimators(args.estimators)
+    built = build_from_factory(load_factory(args.target), args.seed)
+    problem, g = built.problem, built.cotangent
+    findings = equilibrium_findings(built)
+    exact = _estimate(problem, g, Exact(), findings)
+    out: dict = {"problem": repr(problem), "cotangent": built.source, "estimators": {}}
+    lines = [repr(problem), f"cotangent: {built.source}"]
+    if built.found is not None:
+        lines.append(f"equilibrium found: {built.found!r}")
+    lines.append(f"exact gradient: {exact.solution!r}")
+    violations = [] if exact.status.ok else ["the exact solve did not converge"]
+    comparisons = []
+    for est in (e for e in estimators if not isinstance(e, Exact)):
+        comparison = compare(_estimate(problem, g, est, findings), exact)
+        report = check_theory(problem, est, g)
+        comparisons.append(comparison)
+        entry = {"comparison": comparison.to_dict(), "theory": report.to_dict()}
+        out["estimators"][est.name] = entry
+        lines += ["", str(report), "", comparison.table()]
+        if not comparison.ascent:
+            violations.append(f"{est.name} is not an ascent direction (⟨∇̂, ∇⟩ ≤ 0)")
+        if report.ascent.verdict == "fails":  # sufficient only: a finding, not a violation
+            entry["theorem1"] = "fails (sufficient condition not met)"
+    out["warnings"] = list(dict.fromkeys(findings))
+    lines += [""] + [f"warning: {m}" for m in out["warnings"]]
+    out["violations"] = violations
+    lines += [f"violation: {v}" for v in violations]
+    if args.out:
+        write_check_folder(Path(args.out), out, lines, problem, estimators, comparisons)
+    emit(args, out, "\n".join(lines))
+    return 1 if (violations and args.fail_on_violation) else 0
+
+
+def write_check_folder(
+    folder: Path,
+    out: dict,
+    lines: list[str],
+    problem: FixedPointProblem,
+    estimators: list,
+    comparisons: list,
+) -> None:
+    """check.json, check.txt, comparison.csv (tidy rows), spectrum.png and summary.md."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "check.json").write_text(json.dumps(out, indent=2, default=str))
+    (folder / "check.txt").write_text("\n".join(lines) + "\n")
+    with (folder / "comparison.csv").open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["estimator", "reference", "part", "metric", "value"])
+        for c in comparisons:
+            parts = [("all", c.overall), *c.per_param.items()]
+            parts += [(f"input[{i}]", a) for i, a in enumerate(c.per_input) if a is not None]
+            for part, agreement in parts:
+                for metric in COMPARISON_METRICS:
+                    writer.writerow(
+                        [c.estimate, c.reference, part, metric, getattr(agreement, metric)]
+                    )
+                writer.writerow([c.estimate, c.reference, part, "ascent", int(agreement.ascent)])
+    dampings = sorted({float(e.damping) for e in estimators if hasattr(e, "damping")}) or None
+    spectrum_figure(problem, dampings, folder / "spectrum.png", "at h*")
+    (folder / "summary.md").write_text(
+        "\n".join(
+            [
+                "# gradscope check report",
+                "",
+                "```",
+                *lines,
+                "```",
+                "",
+                "## spectrum",
+                "",
+                "The eigenvalues of J = ∂F/∂h at h* (Ritz values) and, for each damping λ of the",
+                "checked phantom estimators, the disk where μ must lie for ρ(B_λ) < 1.",
+                "",
+                "![spectrum](spectrum.png)",
+                "",
+            ]
+        )
+    )

@@ -1,0 +1,396 @@
+"""The :class:`~gradscope.GradientMonitor`: hooks, schedule, sinks and the guard around them.
+
+What one observation measures is :func:`~gradscope.monitor.observation.measure`; the
+TorchDEQ adapter is :mod:`~gradscope.monitor.torchdeq`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from .._checks import fail
+from ..estimators import Estimator, Exact, Neumann, OneStep, Unrolled, check_estimator
+from ..fixed_point import FixedPointResult
+from ..layers import ImplicitLayer
+from ..solvers import GMRES
+from .extras import Extra
+from .hooks import attach_layer, observer_hook
+from .observation import Observation, measure
+from .records import COLUMNS, require_pandas, row
+from .schedules import Every, Schedule
+from .torchdeq import register_torchdeq
+
+__all__ = ["GradientMonitor"]
+
+logger = logging.getLogger("gradscope.monitor")
+
+
+class GradientMonitor:
+    r"""Record, on a schedule, how the training gradient compares with the exact one.
+
+    Args:
+        estimators: estimators to compare with the exact gradient at each observation
+            (default ``Neumann(5, 0.5)``, ``Unrolled(5, 0.5)``, ``OneStep()``); the
+            estimator a watched :class:`~gradscope.ImplicitLayer` trains with is added
+            (role ``"training"``).
+        exact: the reference (default ``Exact(GMRES(rtol=1e-6))``).
+        schedule: :class:`Every`, :class:`LogSpaced` or a callable ``step -> bool``
+            (default ``Every(50)``).
+        sinks: where rows go (:class:`CSVSink`, :class:`JSONLSink`,
+            :class:`TensorBoardSink`, :class:`LoggingSink`, or any object with
+            ``write(rows)`` and ``close()``).
+        extra: optional ``extra(problem, exact, estimates) -> {name: float}`` for more
+            quantities (ρ(J), ‖J‖₂, the Theorem-1 verdict); see :func:`spectral_norm_extra`.
+        per_param: also record the comparison per parameter tensor (every metric of the
+            overall comparison: cosine, relative and absolute error, inner product, norm
+            ratio).
+        raise_errors: re-raise exceptions from the monitor instead of logging them.
+        keep_records: keep rows in memory (for :meth:`dataframe`).
+        writer_rank: under ``torch.distributed``, the only rank that writes to sinks.
+
+    Attributes:
+        records: the rows (dicts with keys ``step, layer, role, estimator, param, metric,
+            value``).
+        errors: number of observations that raised (logged, training went on).
+        warnings: number of numerical failures in the monitor's own computations (an
+            estimate whose :class:`~gradscope.Status` is not ok); each is logged and
+            recorded (rows ``status_<status>``), none is warned.
+        observations: number of completed observations.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> _ = torch.manual_seed(0)
+        >>> model = gs.demo.DigitsDEQ(width=16)
+        >>> monitor = gs.GradientMonitor(schedule=gs.monitor.Every(2))
+        >>> monitor.attach(model.layer, name="deq")  # doctest: +ELLIPSIS
+        <function ...>
+        >>> for _ in range(3):
+        ...     model(torch.randn(8, 64)).square().mean().backward()
+        >>> monitor.observations, sorted({r["step"] for r in monitor.records})
+        (2, [0, 2])
+
+    """
+
+    def __init__(
+        self,
+        estimators: Iterable[Estimator] | None = None,
+        exact: Exact | None = None,
+        schedule: Schedule | None = None,
+        sinks: Iterable = (),
+        extra: Extra | None = None,
+        *,
+        per_param: bool = True,
+        raise_errors: bool = False,
+        keep_records: bool = True,
+        writer_rank: int = 0,
+    ) -> None:
+        call = "GradientMonitor"
+        estimators = (
+            [Neumann(5, 0.5), Unrolled(5, 0.5), OneStep()]
+            if estimators is None
+            else list(estimators)
+        )
+        for e in estimators:
+            check_estimator(call, e, "estimators")
+        exact = Exact(GMRES(rtol=1e-6)) if exact is None else exact
+        if not isinstance(exact, Exact):
+            fail(call, f"exact={exact!r}; expected gradscope.Exact(solver).", TypeError)
+        schedule = Every(50) if schedule is None else schedule
+        if not callable(schedule):
+            fail(
+                call,
+                f"schedule={schedule!r}; expected gradscope.monitor.Every(n), LogSpaced(k) or a "
+                "callable step -> bool.",
+                TypeError,
+            )
+        if extra is not None and not callable(extra):
+            fail(call, f"extra={extra!r}; expected a callable or None.", TypeError)
+        self.estimators = estimators
+        self.exact = exact
+        self.schedule = schedule
+        self.sinks = list(sinks)
+        for sink in self.sinks:
+            if not callable(getattr(sink, "write", None)):
+                fail(call, f"sink {sink!r} has no write(rows) method.", TypeError)
+        self.extra = extra
+        self.per_param = per_param
+        self.raise_errors = raise_errors
+        self.keep_records = keep_records
+        self.writer_rank = writer_rank
+        self.records: list[dict] = []
+        self.errors = 0
+        self.warnings = 0
+        self.observations = 0
+        self.last_error: str | None = None
+        self._steps: dict[str, int] = {}  # the last step counted, per layer name
+        self._detach: list[Callable[[], None]] = []
+
+    # ------------------------------------------------------------------ attaching
+    def attach(self, layer: ImplicitLayer, name: str = "layer") -> Callable[[], None]:
+        """Watch a :class:`~gradscope.ImplicitLayer`: each differentiable forward is a step.
+
+        At a scheduled step a hook on the layer's output captures ``g`` during the
+        training backward and :meth:`observe` runs there, with the cell's current
+        parameters; the layer's estimator is compared too (role ``"training"``).
+
+        Returns:
+            A function that detaches the monitor.
+
+        """
+        if not isinstance(layer, ImplicitLayer):
+            fail(
+                "GradientMonitor.attach",
+                f"layer is a {type(layer).__name__}; expected a gradscope.ImplicitLayer. "
+                "For another DEQ use GradientMonitor.watch or attach_torchdeq.",
+                TypeError,
+            )
+
+        remove = attach_layer(layer, due=self.due, observe=self.observe, name=name)
+        self._detach.append(remove)
+        return remove
+
+    def watch(
+        self,
+        h_star: torch.Tensor,
+        cell: nn.Module | Callable[..., torch.Tensor],
+        *inputs: torch.Tensor,
+        params: Mapping[str, torch.Tensor] | None = None,
+        name: str = "deq",
+        step: int | None = None,
+        training_estimator: Estimator | None = None,
+    ) -> torch.Tensor:
+        """Watch any DEQ: call it on the equilibrium your network consumes, every step.
+
+        At a scheduled step a tensor hook on ``h_star`` captures ``g = ∂ℓ/∂h*`` during
+        your own ``backward`` and :meth:`observe` runs there. ``h_star`` is returned
+        unchanged (the same tensor).
+
+        Args:
+            h_star: the equilibrium tensor the rest of the network uses (requires grad).
+            cell: the map F: a module ``F(h, *inputs)`` or a function
+                ``fn(params, h, *inputs)`` (then pass ``params``).
+            *inputs: the inputs of F after h.
+            params: the parameters of a function cell.
+            name: the layer's label in the records.
+            step: the step number (default: count calls per name).
+            training_estimator: the estimator your training uses, to label its rows.
+
+        """
+        step = self._next_step(name) if step is None else step
+        if self._scheduled(step) and h_star.requires_grad:
+            h_star.register_hook(
+                observer_hook(
+                    self.observe,
+                    cell,
+                    h_star,
+                    inputs,
+                    step=step,
+                    name=name,
+                    training_estimator=training_estimator,
+                    params=params,
+                )
+            )
+        return h_star
+
+    def attach_torchdeq(
+        self,
+        deq: nn.Module,
+        cell: nn.Module,
+        name: str = "deq",
+        training_estimator: Estimator | None = None,
+        rtol: float = 1e-6,
+        max_steps: int = 100,
+    ) -> Callable[[], None]:
+        """Watch a TorchDEQ 0.1.0 DEQ module (``z_out, info = deq(f, z0)``).
+
+        ``f`` is your closure ``z ↦ F(z, x)``; ``cell`` is the module holding F's
+        parameters (called inside ``f``). At a scheduled training step the monitor
+        re-solves ``h* = f(h*)`` to ``rtol`` from TorchDEQ's ``z_out[-1]`` (TorchDEQ does
+        not return its h*), records TorchDEQ's own forward statistics, and compares the
+        estimators on the cotangent of ``z_out[-1]``. Inputs inside the closure get no
+        gradient of their own.
+
+        Returns:
+            A function that detaches the monitor.
+
+        """
+        if not isinstance(cell, nn.Module):
+            fail(
+                "GradientMonitor.attach_torchdeq",
+                f"cell is a {type(cell).__name__}; expected the nn.Module whose parameters F uses.",
+                TypeError,
+            )
+        remove = register_torchdeq(
+            deq,
+            cell,
+            due=self.due,
+            observe=self.observe,
+            name=name,
+            training_estimator=training_estimator,
+            rtol=rtol,
+            max_steps=max_steps,
+        )
+        self._detach.append(remove)
+        return remove
+
+    def detach(self) -> None:
+        """Remove every hook the monitor registered."""
+        for remove in self._detach:
+            remove()
+        self._detach.clear()
+
+    # ------------------------------------------------------------------ observing
+    def due(self, name: str) -> int | None:
+        """Count a step of layer ``name``; its number when the schedule observes it, else None."""
+        step = self._next_step(name)
+        return step if self._scheduled(step) else None
+
+    def _next_step(self, name: str) -> int:
+        self._steps[name] = step = self._steps.get(name, -1) + 1
+        return step
+
+    def _scheduled(self, step: int) -> bool:
+        try:
+            return bool(self.schedule(step))
+        except Exception as error:
+            self._fail(error, "schedule")
+            return False
+
+    def observe(
+        self,
+        cell: nn.Module | Callable[..., torch.Tensor],
+        h_star: torch.Tensor | None,
+        *inputs: torch.Tensor,
+        cotangent: torch.Tensor,
+        params: Mapping[str, torch.Tensor] | None = None,
+        step: int | None = None,
+        name: str = "deq",
+        training_estimator: Estimator | None = None,
+        forward: FixedPointResult | None = None,
+        prepare: Callable[[], tuple[FixedPointResult, Mapping]] | None = None,
+        torchdeq_stats: Mapping[str, float] | None = None,
+    ) -> list[dict]:
+        """Record one observation now (the explicit call; hooks end up here too).
+
+        Args:
+            cell: F, a module ``F(h, *inputs)`` or a function ``fn(params, h, *inputs)``.
+            h_star: the equilibrium.
+            *inputs: the inputs of F after h.
+            cotangent: ``g = ∂ℓ/∂h*``.
+            params: the parameters of a function cell.
+            step: the step number (default: count calls per name).
+            name: the layer's label.
+            training_estimator: the estimator used for training (its rows get role
+                ``"training"``).
+            forward: the forward solve's result, to record its steps.
+            prepare: internal: computes ``(fixed point, params)`` inside the guard.
+            torchdeq_stats: internal: TorchDEQ's forward statistics.
+
+        Returns:
+            The rows recorded (an ``error`` row when the monitor failed).
+
+        """
+        step = self._next_step(name) if step is None else step
+        g = cotangent.detach()
+        device = g.device
+        rng_devices = [device.index or 0] if device.type == "cuda" else []
+        observation = Observation(step, name)
+        try:
+            with torch.random.fork_rng(devices=rng_devices):
+                if prepare is not None:
+                    fp, params = prepare()
+                    forward, h_star = fp, fp.value
+                measure(
+                    cell,
+                    h_star,
+                    inputs,
+                    g,
+                    params,
+                    observation=observation,
+                    exact=self.exact,
+                    estimators=self.estimators,
+                    training=training_estimator,
+                    forward=forward,
+                    per_param=self.per_param,
+                    extra=self.extra,
+                )
+            for key, value in (torchdeq_stats or {}).items():
+                observation.add("forward", "torchdeq", key, value)
+            self._count_failures(observation)
+            rows = observation.rows
+            self.observations += 1
+        except Exception as error:
+            self._fail(error, f"step {step}, {name}")
+            rows = [row(step, name, "monitor", "monitor", "all", "error", 1.0)]
+        self._emit(rows)
+        return rows
+
+    def _count_failures(self, observation: Observation) -> None:
+        """Log each numerical failure, count it, and record how many (row ``warnings``)."""
+        failures = observation.failures
+        if not failures:
+            return
+        self.warnings += len(failures)
+        for failure in failures:
+            logger.warning("%s", failure.message)
+        observation.add("monitor", "monitor", "warnings", len(failures))
+
+    def _fail(self, error: Exception, where: str) -> None:
+        self.errors += 1
+        self.last_error = f"{type(error).__name__}: {error}"
+        if self.raise_errors:
+            raise error
+        logger.error(
+            "gradscope.GradientMonitor failed (%s): %s; training goes on.", where, self.last_error
+        )
+
+    def _emit(self, rows: list[dict]) -> None:
+        if self.keep_records:
+            self.records.extend(rows)
+        if not self.sinks or _rank() != self.writer_rank:
+            return
+        for sink in self.sinks:
+            try:
+                sink.write(rows)
+            except Exception as error:
+                self._fail(error, f"sink {type(sink).__name__}")
+
+    # ------------------------------------------------------------------ results
+    def dataframe(self):
+        """The records as a pandas DataFrame (needs pandas).
+
+        Columns: ``step, layer, role, estimator, param, metric, value``.
+        """
+        pd = require_pandas()
+        return pd.DataFrame(self.records, columns=list(COLUMNS))
+
+    def close(self) -> None:
+        """Detach the hooks and close the sinks."""
+        self.detach()
+        for sink in self.sinks:
+            close = getattr(sink, "close", None)
+            if close is not None:
+                close()
+
+    def __enter__(self) -> GradientMonitor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        names = [e.name for e in self.estimators]
+        return (
+            f"GradientMonitor(exact={self.exact.name}, estimators={names}, "
+            f"observations={self.observations}, errors={self.errors})"
+        )
+
+
+def _rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0

@@ -1,0 +1,35 @@
+"""The monitor's records: tidy rows ``(step, layer, role, estimator, param, metric, value)``."""
+
+from __future__ import annotations
+
+__all__ = ["COLUMNS", "COMPARISON_METRICS", "require_pandas", "row"]
+
+#: The columns of a record.
+COLUMNS = ("step", "layer", "role", "estimator", "param", "metric", "value")
+#: The metrics of :func:`~gradscope.compare` recorded per estimator (and per parameter).
+COMPARISON_METRICS = ("cosine", "relative_error", "absolute_error", "inner", "norm_ratio")
+
+
+def row(step, layer, role, estimator, param, metric, value) -> dict:
+    """One record, its fields converted to the types of :data:`COLUMNS`."""
+    return {
+        "step": int(step),
+        "layer": str(layer),
+        "role": role,
+        "estimator": str(estimator),
+        "param": str(param),
+        "metric": metric,
+        "value": float(value),
+    }
+
+
+def require_pandas():
+    """Import pandas, or say how to install it."""
+    try:
+        import pandas
+    except ImportError as error:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "gradscope: pandas is not installed; expected it for DataFrames of records. "
+            "Install it with `pip install gradscope[logging]`."
+        ) from error
+    return pandas
