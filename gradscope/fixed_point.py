@@ -29,7 +29,8 @@ from ._checks import (
     fail,
     tf32_hint,
 )
-from .layout import SampleLayout, relative_residual
+from .layout import SampleLayout
+from .residual import relative_residual
 from .status import report
 
 __all__ = ["Anderson", "FixedPointResult", "Picard", "find_fixed_point"]

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SampleLayout", "relative_residual", "samples_independent"]
+__all__ = ["SampleLayout", "samples_independent"]
 
 
 @dataclass(frozen=True)
@@ -84,36 +84,6 @@ class SampleLayout:
         if self.by_sample:
             return scalars.reshape((-1,) + (1,) * (len(self.shape) - 1))
         return scalars.reshape(())
-
-
-def relative_residual(h: torch.Tensor, fh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample ``(‖F(h) − h‖, ‖F(h) − h‖ / ‖F(h)‖)``, with 0/0 read as 0.
-
-    The norms are taken in float64 (a float32 state near 1e20 would overflow its squared
-    norm to inf and the ratio to NaN); the results come back in the state's dtype, where a
-    value above its range reads inf, never NaN.
-
-    Returns:
-        The absolute and the relative residual, each of shape ``(samples,)``.
-
-    Example:
-        >>> import torch
-        >>> from gradscope.layout import relative_residual
-        >>> h = torch.full((1, 4), 3e20)
-        >>> [round(float(r), 6) for r in relative_residual(h, 1.5 * h)[1]]
-        [0.333333]
-
-    """
-    dtype = h.dtype
-    layout = SampleLayout(h.shape, per_sample=True)
-    wide = torch.float64 if h.device.type != "mps" else torch.float32
-    absolute = layout.norms(fh.to(wide) - h.to(wide))
-    scale = layout.norms(fh.to(wide))
-    tiny = torch.finfo(wide).tiny
-    relative = torch.where(
-        absolute == 0, torch.zeros_like(absolute), absolute / scale.clamp_min(tiny)
-    )
-    return absolute.to(dtype), relative.to(dtype)
 
 
 def samples_independent(vjp: Callable[[torch.Tensor], torch.Tensor], like: torch.Tensor) -> bool:

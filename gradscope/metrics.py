@@ -186,6 +186,39 @@ def compare(estimate: GradientEstimate, reference: GradientEstimate) -> Comparis
         (0.7071, True)
 
     """
+    _check_comparable(estimate, reference)
+    names = list(reference.grads)
+    parts = [_sums(estimate.grads[n], reference.grads[n]) for n in names]
+    pairs = list(zip(estimate.input_grads, reference.input_grads))
+    input_parts = []
+    for i, (e, r) in enumerate(pairs):
+        if e is not None and r is not None:
+            if e.shape != r.shape:
+                fail(
+                    "compare",
+                    f"input {i} gradients have shapes {tuple(e.shape)} and {tuple(r.shape)}.",
+                )
+            input_parts.append(_sums(e, r))
+    # One host transfer for all the numbers.
+    stacked = (
+        torch.stack([p.cpu() for p in parts + input_parts])
+        if parts or input_parts
+        else torch.zeros(0, 4)
+    )
+    values = stacked.tolist()
+    per_param = {n: Agreement.from_sums(*values[i]) for i, n in enumerate(names)}
+    totals = [sum(v[j] for v in values[: len(names)]) for j in range(4)]
+    overall = Agreement.from_sums(*totals)
+    input_values = iter(values[len(names) :])
+    per_input = tuple(
+        Agreement.from_sums(*next(input_values)) if e is not None and r is not None else None
+        for e, r in pairs
+    )
+    return Comparison(estimate.name, reference.name, overall, per_param, per_input)
+
+
+def _check_comparable(estimate: GradientEstimate, reference: GradientEstimate) -> None:
+    """Raise unless both are estimates of the same parameters, shapes and inputs."""
     for name, value in (("estimate", estimate), ("reference", reference)):
         if not isinstance(value, GradientEstimate):
             fail(
@@ -219,31 +252,3 @@ def compare(estimate: GradientEstimate, reference: GradientEstimate) -> Comparis
             f"the estimate has {len(estimate.input_grads)} input gradients and the reference "
             f"{len(reference.input_grads)}; expected the same inputs.",
         )
-    names = list(reference.grads)
-    parts = [_sums(estimate.grads[n], reference.grads[n]) for n in names]
-    pairs = list(zip(estimate.input_grads, reference.input_grads))
-    input_parts = []
-    for i, (e, r) in enumerate(pairs):
-        if e is not None and r is not None:
-            if e.shape != r.shape:
-                fail(
-                    "compare",
-                    f"input {i} gradients have shapes {tuple(e.shape)} and {tuple(r.shape)}.",
-                )
-            input_parts.append(_sums(e, r))
-    # One host transfer for all the numbers.
-    stacked = (
-        torch.stack([p.cpu() for p in parts + input_parts])
-        if parts or input_parts
-        else torch.zeros(0, 4)
-    )
-    values = stacked.tolist()
-    per_param = {n: Agreement.from_sums(*values[i]) for i, n in enumerate(names)}
-    totals = [sum(v[j] for v in values[: len(names)]) for j in range(4)]
-    overall = Agreement.from_sums(*totals)
-    input_values = iter(values[len(names) :])
-    per_input = tuple(
-        Agreement.from_sums(*next(input_values)) if e is not None and r is not None else None
-        for e, r in pairs
-    )
-    return Comparison(estimate.name, reference.name, overall, per_param, per_input)

@@ -32,70 +32,14 @@ from ._checks import (
 )
 from ._memory import GraphMeter
 from .exceptions import FixedPointWarning
-from .layout import relative_residual, samples_independent
+from .layout import samples_independent
+from .residual import FixedPointResidual, default_fixed_point_rtol, relative_residual
 
-__all__ = ["FixedPointProblem", "FixedPointResidual", "default_fixed_point_rtol"]
+__all__ = ["FixedPointProblem"]
 
 Params = dict[str, torch.Tensor]
 #: ``fn(params, h, *inputs) -> next h``: the layer map F with its parameters as a dict.
 LayerFn = Callable[..., torch.Tensor]
-
-
-def default_fixed_point_rtol(dtype: torch.dtype) -> float:
-    """Relative fixed-point residual above which gradscope warns that h* is inexact.
-
-    float64: 1e-6; float32: 1e-3; half precision: 1e-2. Looser than the solvers' defaults
-    because a DEQ trained in float32 rarely solves its forward pass more tightly.
-
-    Returns:
-        The tolerance.
-
-    """
-    if dtype == torch.float64:
-        return 1e-6
-    if dtype == torch.float32:
-        return 1e-3
-    return 1e-2
-
-
-@dataclass(frozen=True)
-class FixedPointResidual:
-    """How far h* is from a fixed point: ``‖F(h*) − h*‖`` and ``‖F(h*) − h*‖ / ‖F(h*)‖``.
-
-    Attributes:
-        absolute: per-sample absolute residual (shape ``(samples,)``).
-        relative: per-sample relative residual.
-        max_absolute: the largest absolute residual, as a float.
-        max_relative: the largest relative residual, as a float.
-
-    Example:
-        >>> import torch, gradscope as gs
-        >>> p = {"a": torch.tensor(0.5, dtype=torch.float64)}
-        >>> h = torch.ones(2, dtype=torch.float64)  # F(h) = 1.5 h: not a fixed point
-        >>> r = gs.FixedPointProblem.from_function(lambda p, h: 1.5 * h, p, h, check=False).residual
-        >>> round(r.max_absolute, 4), round(r.max_relative, 4)
-        (0.7071, 0.3333)
-
-    """
-
-    absolute: torch.Tensor
-    relative: torch.Tensor
-
-    @property
-    def max_absolute(self) -> float:
-        """The largest per-sample absolute residual."""
-        return float(self.absolute.max())
-
-    @property
-    def max_relative(self) -> float:
-        """The largest per-sample relative residual."""
-        return float(self.relative.max())
-
-    def __repr__(self) -> str:
-        return (
-            f"FixedPointResidual(max_relative={self.max_relative:.3e}, "
-            f"max_absolute={self.max_absolute:.3e}, samples={self.absolute.numel()})"
-        )
 
 
 @dataclass
@@ -131,7 +75,7 @@ class FixedPointProblem:
         inputs: the inputs x; floating inputs get gradients ("input grads").
         params: the parameters θ to differentiate, a dict of floating tensors.
         rtol: relative fixed-point residual above which h* counts as inexact (default:
-            :func:`~gradscope.problem.default_fixed_point_rtol` of the dtype).
+            :func:`~gradscope.residual.default_fixed_point_rtol` of the dtype).
         check: issue a :class:`~gradscope.FixedPointWarning` when the residual exceeds
             ``rtol``. Pass ``check=False`` for a state you know is inexact (an
             equilibrium solved loosely during training); the residual is still measured.

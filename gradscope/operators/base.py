@@ -31,7 +31,6 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,9 +39,7 @@ import torch
 from .._checks import check_damping, fail
 from ..layout import SampleLayout
 
-__all__ = ["Counted", "FunctionOperator", "Identity", "LinearOperator", "damped"]
-
-Matvec = Callable[[torch.Tensor], torch.Tensor]
+__all__ = ["Identity", "LinearOperator", "damped"]
 
 
 class LinearOperator(ABC):
@@ -244,66 +241,6 @@ class LinearOperator(ABC):
         )
 
 
-class FunctionOperator(LinearOperator):
-    """A :class:`~gradscope.operators.LinearOperator` from a function ``v ↦ A v``.
-
-    Args:
-        matvec: ``v ↦ A v`` on tensors shaped like ``like``.
-        like: a tensor with the shape, dtype and device of the vectors.
-        name: what the map is, for messages.
-        matmat: optional ``V ↦ A V`` on a stack of shape ``(k, *like.shape)``.
-        transpose: the transposed map, or a function that builds it (for maps that are
-            each other's transposes).
-        independent_samples: see :class:`~gradscope.operators.LinearOperator`.
-
-    Example:
-        >>> import torch
-        >>> from gradscope.operators import FunctionOperator
-        >>> A = FunctionOperator(lambda v: 2 * v, torch.zeros(3), "2I")
-        >>> A(torch.ones(3))
-        tensor([2., 2., 2.])
-
-    """
-
-    def __init__(
-        self,
-        matvec: Matvec,
-        like: torch.Tensor,
-        name: str = "A",
-        *,
-        matmat: Matvec | None = None,
-        transpose: LinearOperator | Callable[[], LinearOperator] | None = None,
-        independent_samples: bool | None = False,
-    ) -> None:
-        super().__init__(like, name, independent_samples=independent_samples)
-        if not callable(matvec):
-            fail(
-                "FunctionOperator",
-                f"matvec is a {type(matvec).__name__}; expected a callable.",
-                TypeError,
-            )
-        self._matvec = matvec
-        self._matmat = matmat
-        self._transpose = transpose
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``A v``."""
-        return self._matvec(v)
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """``A V[i]`` for each ``i`` (the batched function if given)."""
-        if self._matmat is not None:
-            return self._matmat(V)
-        return super().matmat(V)
-
-    def transpose(self) -> LinearOperator:
-        """The transposed map given at construction."""
-        t = self._transpose
-        if t is None:
-            return super().transpose()
-        return t if isinstance(t, LinearOperator) else t()
-
-
 class Identity(LinearOperator):
     """The identity ``v ↦ v``; its samples are independent.
 
@@ -402,45 +339,6 @@ def _combination_name(terms: tuple[tuple[float, LinearOperator], ...]) -> str:
         text = f"{coefficient}{op.name}"
         parts.append(("−" + text if sign == "−" else text) if i == 0 else f" {sign} {text}")
     return "".join(parts)
-
-
-class Counted(LinearOperator):
-    """``A`` that counts its products in ``count`` (a stack of k counts k).
-
-    Its transpose is counted separately (``Counted(A).T.count``): a VJP and a JVP are
-    different products.
-
-    Example:
-        >>> import torch
-        >>> from gradscope.operators import Counted, FunctionOperator
-        >>> A = Counted(FunctionOperator(lambda v: 2 * v, torch.zeros(3), "2I"))
-        >>> _ = (A.identity() - A)(torch.ones(3))
-        >>> A.count
-        1
-
-    """
-
-    def __init__(self, operator: LinearOperator) -> None:
-        super().__init__(operator.like, operator.name, independent_samples=None)
-        self.operator = operator
-        self.count = 0
-
-    def _decide_independent(self) -> bool:
-        return self.operator.independent_samples
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """``A v``, counted."""
-        self.count += 1
-        return self.operator.matvec(v)
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """``A V``, counted as ``V.shape[0]`` products."""
-        self.count += V.shape[0]
-        return self.operator.matmat(V)
-
-    def transpose(self) -> LinearOperator:
-        """The counted transpose."""
-        return Counted(self.operator.T)
 
 
 def damped(operator: LinearOperator, damping: float) -> LinearOperator:

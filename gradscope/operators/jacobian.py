@@ -32,7 +32,8 @@ import torch
 
 from ..layout import samples_independent
 from ..problem import FixedPointProblem, Params, check_problem
-from .base import FunctionOperator, LinearOperator
+from .base import LinearOperator
+from .function import FunctionOperator
 
 __all__ = [
     "JacobianTranspose",

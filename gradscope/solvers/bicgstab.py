@@ -45,26 +45,16 @@ class BiCGSTAB(Solver):
         self, A: LinearOperator, b: torch.Tensor, x: torch.Tensor, layout: SampleLayout
     ) -> Iteration:
         """BiCGSTAB per row, restarting on breakdown; the best iterate is returned."""
-        solver = self
-        assert solver.rtol is not None
+        assert self.rtol is not None
         dtype = b.dtype
         B = layout.flat(b)
         R = B.shape[0]
         b_norm = torch.linalg.vector_norm(B, dim=1)
-        tol = torch.clamp(solver.rtol * b_norm, min=solver.atol)
+        tol = torch.clamp(self.rtol * b_norm, min=self.atol)
         tiny = torch.finfo(dtype).tiny
 
         def apply(v: torch.Tensor) -> torch.Tensor:
             return layout.flat(A(layout.unflat(v)))
-
-        def dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-            return (u * v).sum(1)
-
-        def safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-            ok = den.abs() > tiny
-            return torch.where(
-                ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num)
-            )
 
         X = layout.flat(x).clone()
         # The best iterate of each row by its residual norm: BiCGSTAB's residual is erratic
@@ -72,7 +62,7 @@ class BiCGSTAB(Solver):
         # restart) is never worse than the best seen.
         best_X = X
         steps, trace, broke_last = 0, [], False
-        while steps < solver.max_steps:
+        while steps < self.max_steps:
             # (Re)start from the true residual of the best iterate.
             X = best_X
             r = B - apply(X) if bool(X.any()) else B.clone()
@@ -87,16 +77,16 @@ class BiCGSTAB(Solver):
             v = torch.zeros_like(r)
             p = torch.zeros_like(r)
             restart_needed = broke_last = False
-            while steps < solver.max_steps:
-                rho_new = dot(r_hat, r)
+            while steps < self.max_steps:
+                rho_new = _dot(r_hat, r)
                 broke = active & (rho_new.abs() <= tiny)
-                beta = safe_div(rho_new, rho) * safe_div(alpha, omega)
+                beta = _safe_div(rho_new, rho) * _safe_div(alpha, omega)
                 p = r + beta[:, None] * (p - omega[:, None] * v)
                 v = apply(torch.where(active[:, None], p, 0.0))
-                alpha = safe_div(rho_new, dot(r_hat, v))
+                alpha = _safe_div(rho_new, _dot(r_hat, v))
                 s = r - alpha[:, None] * v
                 t = apply(torch.where(active[:, None], s, 0.0))
-                omega = safe_div(dot(t, s), dot(t, t))
+                omega = _safe_div(_dot(t, s), _dot(t, t))
                 update = alpha[:, None] * p + omega[:, None] * s
                 X = X + torch.where(active[:, None], update, 0.0)
                 r = torch.where(active[:, None], s - omega[:, None] * t, r)
@@ -125,3 +115,14 @@ class BiCGSTAB(Solver):
         trace_t = torch.stack(trace) / b_norm.clamp_min(tiny) if trace else B.new_zeros(0, R)
         status = Status.BREAKDOWN if broke_last else None
         return Iteration(layout.unflat(best_X), steps, trace_t, None, status)
+
+
+def _dot(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Row-wise inner products of ``(R, n)`` blocks."""
+    return (u * v).sum(1)
+
+
+def _safe_div(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` where ``|den|`` exceeds the dtype's tiny, else 0 (a breakdown)."""
+    ok = den.abs() > torch.finfo(den.dtype).tiny
+    return torch.where(ok, num / torch.where(ok, den, torch.ones_like(den)), torch.zeros_like(num))

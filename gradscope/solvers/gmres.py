@@ -84,14 +84,13 @@ class GMRES(Solver):
             The :class:`~gradscope.solvers.Iteration`.
 
         """
-        solver = self
-        assert solver.rtol is not None
+        assert self.rtol is not None
         dtype, device = b.dtype, b.device
         B = layout.flat(b)
         R, n = B.shape
-        m = min(solver.restart, n)
+        m = min(self.restart, n)
         b_norm = torch.linalg.vector_norm(B, dim=1)
-        tol = torch.clamp(solver.rtol * b_norm, min=solver.atol)
+        tol = torch.clamp(self.rtol * b_norm, min=self.atol)
         eps, tiny = torch.finfo(dtype).eps, torch.finfo(dtype).tiny
 
         def apply(v: torch.Tensor) -> torch.Tensor:
@@ -104,13 +103,13 @@ class GMRES(Solver):
         Rm = B.new_empty(R, m, m)  # upper-triangular factor of the rotated Hessenberg matrix
         Qt = B.new_empty(R, m + 1, m + 1)  # Ωᵀ: the product of the Givens rotations so far
         eye = torch.eye(m + 1, dtype=dtype, device=device)
-        trace = B.new_zeros(solver.max_steps, R)
+        trace = B.new_zeros(self.max_steps, R)
         # Rows whose last cycle made the true residual worse (a numerically singular system:
         # the Givens estimate said it fell while the recomputed residual grew). They keep
         # their best iterate and take no further cycles.
         stalled = torch.zeros(R, dtype=torch.bool, device=device)
         steps = 0
-        while steps < solver.max_steps:
+        while steps < self.max_steps:
             beta = torch.linalg.vector_norm(Rres, dim=1)
             active = (beta > tol) & ~stalled
             if not bool((active.any() & torch.isfinite(beta).all()).item()):
@@ -135,7 +134,7 @@ class GMRES(Solver):
                 active = active & (estimate > tol)
                 steps += 1
                 k = j + 1
-                if steps >= solver.max_steps or not bool(active.any()):
+                if steps >= self.max_steps or not bool(active.any()):
                     break
             X_new = _least_squares_update(
                 X, V[:, :k], Rm[:, :k, :k], Qt[:, :k, 0] * beta[:, None], cols
