@@ -79,6 +79,8 @@ def load_factory(target: str):
     if not path.is_file():
         raise UsageError(f"{path}: no such file")
     spec = importlib.util.spec_from_file_location(f"gradscope_user_{path.stem}", path)
+    if spec is None or spec.loader is None:  # no loader for the suffix (not a .py file)
+        raise UsageError(f"{path}: not a Python file; expected path/to/file.py:factory")
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
@@ -116,6 +118,7 @@ def build_from_factory(factory, seed: int = 0) -> Built:
                 cell, h_star, *inputs, rtol=made.get("rtol"), check=False
             )
         else:
+            assert params is not None  # _step requires a non-empty dict with a function cell
             problem = FixedPointProblem.from_function(
                 cell, params, h_star, *inputs, rtol=made.get("rtol"), check=False
             )
@@ -252,7 +255,10 @@ def run_check(args: argparse.Namespace) -> int:
         comparison = compare(_estimate(problem, g, est, findings), exact)
         report = check_theory(problem, est, g)
         comparisons.append(comparison)
-        entry = {"comparison": comparison.to_dict(), "theory": report.to_dict()}
+        entry: dict[str, object] = {
+            "comparison": comparison.to_dict(),
+            "theory": report.to_dict(),
+        }
         out["estimators"][est.name] = entry
         lines += ["", str(report), "", comparison.table()]
         if not comparison.ascent:

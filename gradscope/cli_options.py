@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from .estimators import Exact, Neumann, OneStep, Unrolled
+from .estimators import Estimator, Exact, Neumann, OneStep, Unrolled
 
 __all__ = [
     "ESTIMATOR_SPEC",
@@ -33,8 +33,11 @@ class UsageError(Exception):
     """A bad command-line argument or user file: reported on stderr, exit code 2."""
 
 
-def parse_estimators(spec: str) -> list:
+def parse_estimators(spec: str) -> list[Estimator]:
     """Parse ``"neumann:5:0.5,unrolled:5:0.5,onestep,exact"`` into estimator objects.
+
+    Returns:
+        The estimators, in the order given.
 
     Raises:
         UsageError: an unknown name, a malformed k or λ, or λ outside (0, 1].
@@ -45,7 +48,7 @@ def parse_estimators(spec: str) -> list:
         [Neumann(steps=5, damping=0.5), OneStep()]
 
     """
-    estimators = []
+    estimators: list[Estimator] = []
     for item in (s.strip() for s in spec.split(",")):
         if not item:
             continue

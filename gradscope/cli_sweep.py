@@ -25,12 +25,18 @@ __all__ = ["digits_problem", "run_sweep", "tanh_problem"]
 
 def tanh_problem(
     rho: float, width: int, batch: int, seed: int
-) -> tuple[FixedPointProblem, torch.Tensor]:
+) -> tuple[FixedPointProblem, torch.Tensor, float]:
     """A float64 tanh cell ``tanh(W h + U x + b)`` scaled so that ρ(J) at h* equals ``rho``.
 
     W is rescaled by bisection on the dense per-sample Jacobian at the re-solved
-    equilibrium (ρ(J) is the largest over the batch). Returns the problem, a seeded
-    cotangent and the measured ρ(J).
+    equilibrium (ρ(J) is the largest over the batch).
+
+    Returns:
+        The problem, a seeded cotangent and the measured ρ(J).
+
+    Raises:
+        UsageError: the forward solve does not converge at that spectral radius.
+
     """
     gen = torch.Generator().manual_seed(seed)
     W0 = torch.randn(width, width, generator=gen, dtype=torch.float64) / width**0.5
@@ -79,7 +85,15 @@ def digits_problem(
     """The demo's model at its equilibrium on ``batch`` real training digits, in float64.
 
     The model is a :class:`~gradscope.demo.DigitsDEQ` as initialised with ``seed``; the cotangent
-    is the cross-entropy's gradient at h*. Returns the problem, the cotangent and ρ(J).
+    is the cross-entropy's gradient at h*.
+
+    Returns:
+        The problem, the cotangent and ρ(J).
+
+    Raises:
+        UsageError: the digits data cannot be loaded (scikit-learn missing), ``batch`` exceeds
+            the training split, or the model's forward solve does not converge.
+
     """
     try:
         data = load_digits_tensors(seed=seed, dtype=torch.float64)

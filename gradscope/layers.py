@@ -267,6 +267,10 @@ class ImplicitLayer(nn.Module):
         The gradient that reaches the leaf h₀ is the cotangent carried back through the k
         steps, ``(∏ B_tᵀ) g``: its size relative to g is the series ratio, at the cost of
         one more partial derivative in the backward.
+
+        Returns:
+            ``h_k``, differentiable in the parameters and the inputs through the k steps.
+
         """
         h0 = h_star.detach().requires_grad_(True)
         h = estimator.unroll(lambda h: self.cell(h, *inputs), h0)

@@ -66,6 +66,9 @@ def random_tanh_problem(
     ``(batch, n)``, all from ``torch.Generator().manual_seed(seed)``: the same seed gives
     the same problem. A reference family for spectral and gradient checks.
 
+    Returns:
+        The problem at its solved h*.
+
     Example:
         >>> import gradscope as gs
         >>> problem = gs.synthetic.random_tanh_problem(8, batch=2, scale=0.5)

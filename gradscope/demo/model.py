@@ -76,6 +76,11 @@ def equilibrium_problem(
 
     The cotangent is the cross-entropy's gradient at h*; the problem does not judge h*
     (check ``fp``).
+
+    Returns:
+        ``(fp, problem, g)``: the forward solve's result, the problem at its h* and
+        ``g = ∂ℓ/∂h*``.
+
     """
     with torch.no_grad():
         z = model.project(x)

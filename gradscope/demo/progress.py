@@ -12,7 +12,8 @@ class PlainProgress:
     """The fallback without tqdm: one line on stderr every 10 % of the steps."""
 
     def __init__(self, total: int):
-        self.total, self.done, self.postfix = total, 0, {}
+        self.total, self.done = total, 0
+        self.postfix: dict[str, str] = {}
         self.start = time.perf_counter()
 
     def set_postfix(self, **values: str) -> None:

@@ -174,6 +174,8 @@ def figures(monitor, out: Path, problem: FixedPointProblem, estimator) -> list[P
 def spectrum_figure(problem: FixedPointProblem, damping, path: Path, what: str) -> Path:
     """The Ritz values of J at h* (Arnoldi) with the stability disk of each damping, as PNG."""
     rho = spectral_radius(problem)
-    eigenvalues = rho.ritz_values[torch.isfinite(rho.ritz_values.real)].cpu()
+    ritz = rho.ritz_values
+    assert ritz is not None  # Arnoldi (the default method) always returns its Ritz values
+    eigenvalues = ritz[torch.isfinite(ritz.real)].cpu()
     title = f"Ritz values of J ({what}): ρ(J) = {rho.value:.3f}"
     return plots.save(plots.plot_spectrum(eigenvalues, damping=damping, title=title), path)

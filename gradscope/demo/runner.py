@@ -71,6 +71,9 @@ class Training:
 def settings(args: argparse.Namespace) -> Settings:
     """Resolve the defaults (``--quick``: fewer steps, a smaller model) and check the values.
 
+    Returns:
+        The resolved settings.
+
     Raises:
         UsageError: a bad estimator, a non-positive count, an unknown or absent device.
 
@@ -170,6 +173,10 @@ def train(
 
     After each backward the layer's :attr:`~gradscope.ImplicitLayer.last_backward` status
     is read; failures are counted by estimator and what the status means.
+
+    Returns:
+        The losses, the wall time and the failure counts.
+
     """
     optimizer = _optimizer(model, s.optimizer)
     generator = torch.Generator().manual_seed(s.seed)
@@ -220,6 +227,11 @@ def time_backwards(
     The monitor's own timings share one graph of F between estimators; here each run
     pays for its own, as a training backward does. Each row carries the last run's
     status (``"success"``, or how it failed).
+
+    Returns:
+        One row per distinct estimator: ``estimator``, ``backward_ms``, ``vjps``, ``status``
+        and ``speedup_vs_exact`` (the first estimator's time over this one's).
+
     """
     rows, seen = [], set()
     for estimator in estimators:
@@ -232,12 +244,16 @@ def time_backwards(
                 problem.fn, problem.h_star, problem.inputs, problem.params, check=False
             )
             estimate = run_estimator(fresh, g, estimator, call="demo")
-            times.append(estimate.cost.seconds)
-            vjps, status = estimate.cost.vjps, estimate.status
+            cost = estimate.cost
+            assert cost is not None  # run_estimator always records the cost
+            times.append(cost.seconds)
+            vjps, status = cost.vjps, estimate.status
+        backward_ms = 1e3 * statistics.median(times)  # StatisticsError when repeats < 1
+        assert status is not None  # so at least one run set it
         rows.append(
             {
                 "estimator": estimator.name,
-                "backward_ms": 1e3 * statistics.median(times),
+                "backward_ms": backward_ms,
                 "vjps": vjps,
                 "status": status.value,
             }

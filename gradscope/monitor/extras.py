@@ -57,6 +57,9 @@ def theorem1_code(verdict: object) -> float:
 def theorem1_verdict(code: float) -> str:
     """The verdict a recorded ``theorem1`` value stands for; ``"undetermined"`` for NaN or another number.
 
+    Returns:
+        ``"holds"``, ``"vacuous"``, ``"fails"`` or ``"undetermined"``.
+
     Example:
         >>> from gradscope.monitor import theorem1_verdict
         >>> theorem1_verdict(1.0), theorem1_verdict(float("nan"))
@@ -87,6 +90,10 @@ def theory_extra(estimator: Estimator | None = None, *, sample: int | None = 0) 
     ``sample=i`` (default 0) the check is made on sample i alone (the condition for a
     loss of that sample), which is where it can say something; ``sample=None`` checks
     the whole batch.
+
+    Returns:
+        The callable, to pass as ``GradientMonitor(extra=...)``.
+
     """
 
     def extra(problem: FixedPointProblem, exact, estimates) -> dict[str, float]:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from .._checks import fail
+from .._checks import check_tensor, fail
 from ..estimators import Estimator, Exact, Neumann, OneStep, Unrolled, check_estimator
 from ..fixed_point import FixedPointResult
 from ..layers import ImplicitLayer
@@ -179,6 +179,9 @@ class GradientMonitor:
             step: the step number (default: count calls per name).
             training_estimator: the estimator your training uses, to label its rows.
 
+        Returns:
+            ``h_star`` itself, unchanged.
+
         """
         step = self._next_step(name) if step is None else step
         if self._scheduled(step) and h_star.requires_grad:
@@ -304,6 +307,7 @@ class GradientMonitor:
                 if prepare is not None:
                     fp, params = prepare()
                     forward, h_star = fp, fp.value
+                h_star = check_tensor("GradientMonitor.observe", "h_star", h_star)
                 measure(
                     cell,
                     h_star,
@@ -364,6 +368,13 @@ class GradientMonitor:
         """The records as a pandas DataFrame (needs pandas).
 
         Columns: ``step, layer, role, estimator, param, metric, value``.
+
+        Returns:
+            The DataFrame, one row per record.
+
+        Raises:
+            ImportError: pandas is not installed.
+
         """
         pd = require_pandas()
         return pd.DataFrame(self.records, columns=list(COLUMNS))

@@ -68,6 +68,9 @@ class Observation:
     def estimate(self, role: str, problem, g, estimator: Estimator) -> GradientEstimate:
         """Run ``estimator`` and record its failure, if its status is not ok.
 
+        Returns:
+            The estimate, whatever its status.
+
         Raises:
             ConvergenceError: it failed and its solver is ``strict``.
 
@@ -120,6 +123,10 @@ def measure(
     """Measure one observation into ``observation`` (rows and failures); returns it.
 
     h* is taken as given (its residual is recorded, not checked).
+
+    Returns:
+        ``observation``, with the rows added.
+
     """
     rows = observation
     start = time.perf_counter()
@@ -155,13 +162,15 @@ def _forward_rows(
 
 
 def _exact_rows(rows: Observation, exact: GradientEstimate) -> None:
-    solution = exact.solution
+    solution, cost = exact.solution, exact.cost
+    # run_estimator always records the cost, and an Exact estimate always carries its solve.
+    assert solution is not None and cost is not None
     for metric, value in (
         ("converged", float(solution.converged)),
         ("residual", solution.residual),
         ("steps", solution.steps),
-        ("vjps", exact.cost.vjps),
-        ("seconds", exact.cost.seconds),
+        ("vjps", cost.vjps),
+        ("seconds", cost.seconds),
         ("grad_norm", float(exact.flat().norm()) if exact.grads else 0.0),
     ):
         rows.add("exact", exact.name, metric, value)
@@ -174,8 +183,10 @@ def _estimate_rows(
     exact: GradientEstimate,
     per_param: bool,
 ) -> None:
-    rows.add(role, estimate.name, "vjps", estimate.cost.vjps)
-    rows.add(role, estimate.name, "seconds", estimate.cost.seconds)
+    cost = estimate.cost
+    assert cost is not None  # run_estimator always records the cost
+    rows.add(role, estimate.name, "vjps", cost.vjps)
+    rows.add(role, estimate.name, "seconds", cost.seconds)
     if not exact.status.ok:  # no trustworthy reference to compare with
         return
     comparison = compare(estimate, exact)

@@ -7,6 +7,7 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TextIO
 
 from .records import COLUMNS, require_pandas
 
@@ -26,8 +27,8 @@ class CSVSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = None
-        self._writer = None
+        self._file: TextIO | None = None
+        self._writer: csv.DictWriter[str] | None = None
 
     def write(self, rows: Sequence[dict]) -> None:
         """Write rows."""
@@ -38,6 +39,7 @@ class CSVSink:
             self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
             if new:
                 self._writer.writeheader()
+        assert self._writer is not None  # created with the file, at the first write
         self._writer.writerows(rows)
         self._file.flush()
 
@@ -58,7 +60,7 @@ class JSONLSink:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._file = None
+        self._file: TextIO | None = None
 
     def write(self, rows: Sequence[dict]) -> None:
         """Write rows."""
@@ -152,6 +154,9 @@ class LoggingSink:
 
 def read_records(path: str | Path):
     """Read records written by :class:`CSVSink` or :class:`JSONLSink` into a pandas DataFrame.
+
+    Returns:
+        The DataFrame, with the columns in the order of the records.
 
     Raises:
         ImportError: pandas is not installed (``pip install gradscope[logging]``).

@@ -68,6 +68,10 @@ def sqrt_bound(theta: torch.Tensor, residual: torch.Tensor) -> tuple[torch.Tenso
     """σ = √θ and the half-width of ``[√(θ − r), √(θ + r)]``: the bound on ``|σ − σ̃|``.
 
     For a Ritz value θ of ``AᵀA`` with residual r (from :func:`lanczos`).
+
+    Returns:
+        ``(σ, half-width)``, each of the shape of ``theta``.
+
     """
     theta = theta.clamp_min(0)
     sigma = theta.sqrt()
@@ -150,6 +154,10 @@ def _leading_ritz(H: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tens
 
     The small eigenproblems are solved on the CPU (one transfer of H), as
     ``torch.linalg.eig`` on CUDA copies to the host anyway, once per call.
+
+    Returns:
+        ``(|θ|, residual)`` of the leading Ritz value, one per block.
+
     """
     device = H.device
     Hc = H[:, : steps + 1, :steps].cpu()

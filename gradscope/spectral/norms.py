@@ -135,6 +135,9 @@ def damped_power_norm(
         steps: k ≥ 1.
         method: :class:`Lanczos` (default) or :class:`DenseSpectrum`.
 
+    Returns:
+        The estimate of ``‖B_λ^k‖₂`` (its ``value``, bounds and convergence).
+
     Raises:
         ValueError: damping outside (0, 1] or steps < 1.
         TypeError: ``target`` or ``method`` of the wrong type, or an operator without

@@ -45,7 +45,9 @@ class Setting:
     def damping_for_steps(self, limit: DampingLimit, optimum: DampingChoice) -> float | None:
         """The λ at which to count the k needed: this one if admissible, else the optimum.
 
-        None when neither converges.
+        Returns:
+            The λ, or None when neither converges.
+
         """
         if self.phantom and limit.admits(self.damping):
             return self.damping
@@ -70,6 +72,7 @@ def recommend(
             "Re μ ≥ 1). Use Exact(GMRES()) and check that the equilibrium is stable."
         )
         return "\n".join(out)
+    assert limit.value is not None  # limit.exists is exactly ``value is not None``
     top = min(1.0, limit.value)
     out.append(
         f"Admissible damping: 0 < λ {'≤' if limit.value > 1 else '<'} {top:.3g}. "

@@ -45,7 +45,7 @@ def _param_flat(grads: dict) -> torch.Tensor:
 
 
 def _require_params(call: str, problem: object) -> None:
-    check_problem(call, problem)
+    problem = check_problem(call, problem)
     if not problem.params or sum(t.numel() for t in problem.params.values()) == 0:
         fail(
             call,
@@ -77,6 +77,9 @@ def param_singular_values(
         problem: the equilibrium (with parameters).
         dense: materialise F_θ (default when d ≤ 256 and d·p ≤ 10⁶).
         max_steps: Lanczos steps for the matrix-free path.
+
+    Returns:
+        ``(σ_max, σ_min)``.
 
     Raises:
         ValueError: the problem has no parameters.
@@ -189,6 +192,10 @@ def _phantom_transpose(
     ``Pᵀ z = u(J, F_θ z)``: the estimator's own :meth:`~gradscope.Estimator.adjoint`, called
     with J. :class:`~gradscope.Unrolled` differentiates its trajectory instead, so its
     transpose is a parameter JVP through the k unrolled steps.
+
+    Returns:
+        The map ``z ↦ Pᵀ z``.
+
     """
     if isinstance(estimator, Unrolled):
         inputs = tuple(x.detach() for x in problem.inputs)
@@ -326,6 +333,10 @@ def _matrix_free_error(
     """``(‖E‖₂, σ_max(F_θ), σ_min(F_θ))`` by Lanczos on ``EᵀE`` and on ``F_θF_θᵀ``.
 
     ``‖E‖₂`` is the upper end of the Ritz interval (conservative).
+
+    Returns:
+        ``(‖E‖₂, σ_max, σ_min)``.
+
     """
     JT = Counted(jacobian_transpose(problem))
     J = JT.T

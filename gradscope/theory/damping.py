@@ -38,6 +38,10 @@ def eigenvalues_of(call: str, source: object, dense: bool | None = None) -> torc
 
     A problem's are dense (``dense``, default when h* has ≤ 512 entries) or all the Ritz
     values of an Arnoldi run (the outer spectrum).
+
+    Returns:
+        A 1-D complex tensor of the eigenvalues.
+
     """
     if isinstance(source, FixedPointProblem):
         dense = source.h_star.numel() <= 512 if dense is None else dense

@@ -290,6 +290,7 @@ def _damping_findings(
     if not setting.phantom:
         return []
     lam, k = setting.damping, setting.steps
+    assert k is not None  # Setting.of gives every phantom estimator its steps
     bk = damped_power_norm(problem, lam, k, DenseSpectrum() if dense else Lanczos())
     return [
         Finding(

@@ -89,6 +89,10 @@ def steps_needed(
         max_steps: the largest k examined.
         dense: dense per-sample blocks (default when a sample has ≤ 512 entries).
 
+    Returns:
+        A :class:`StepsNeeded`: the least k for each target (None where not reached
+        within ``max_steps``) and the norms computed.
+
     Raises:
         ValueError: damping outside (0, 1], max_steps < 1, tol outside (0, 1), or no
             parameters (when κ must be computed).
