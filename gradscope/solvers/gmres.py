@@ -186,6 +186,10 @@ def _least_squares_update(
 
     Columns a row did not use (it had stopped) become identity rows with a zero
     right-hand side, so every row solves one triangular system of the same size.
+
+    Returns:
+        The updated iterate, ``(R, n)``.
+
     """
     k = Rk.shape[-1]
     unused = torch.arange(k, device=X.device)[None, :] >= cols[:, None]  # (R, k)
