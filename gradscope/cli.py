@@ -5,8 +5,8 @@ Exit codes: 0 ok; 1 a finding the user asked to fail on (``--fail-on-violation``
 things). Errors go to stderr as one line that says what was wrong and how to fix it.
 
 This module is the argument parser and the dispatch; each command lives in its own
-module (:mod:`gradscope.demo`, :mod:`gradscope.cli_sweep`, :mod:`gradscope.cli_check`),
-and what they share in :mod:`gradscope.cli_options`.
+module (:mod:`gradscope.demo`, ``gradscope.cli_sweep``, ``gradscope.cli_check``),
+and what they share in ``gradscope.cli_options``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What the command line and the demo share: :class:`UsageError`, option parsing, output.
 
-The ``gradscope`` commands (:mod:`gradscope.cli`) and the demo (:mod:`gradscope.demo`)
+The ``gradscope`` commands (``gradscope.cli``) and the demo (:mod:`gradscope.demo`)
 both parse estimators and report usage errors; this module is theirs, so that the demo
 does not import the command line (the command line depends on the demo, never the
 reverse).

@@ -1,8 +1,8 @@
 r"""How far a state is from a fixed point: ``‖F(h) − h‖`` per sample, and when it is small.
 
-See :ref:`theory-setting`. :class:`FixedPointResidual` is what
-:class:`~gradscope.FixedPointProblem` measures at h*; :func:`default_fixed_point_rtol` is
-the relative residual above which it warns; :func:`relative_residual` computes both
+See :ref:`theory-setting`. :class:`~gradscope.residual.FixedPointResidual` is what
+:class:`~gradscope.FixedPointProblem` measures at h*; :func:`~gradscope.residual.default_fixed_point_rtol` is
+the relative residual above which it warns; :func:`~gradscope.residual.relative_residual` computes both
 norms per sample without overflow.
 """
 

@@ -1,17 +1,17 @@
 r"""The demo: a small DEQ trained on real digits while the monitor watches its gradients.
 
-``gradscope demo`` runs it (:func:`run_demo`); its pieces are usable on their own:
+``gradscope demo`` runs it (:func:`~gradscope.demo.run_demo`); its pieces are usable on their own:
 
-* :mod:`~gradscope.demo.data`: :func:`load_digits_tensors` and :class:`DigitsData`,
+* ``gradscope.demo.data``: :func:`~gradscope.demo.load_digits_tensors` and :class:`~gradscope.demo.DigitsData`,
   scikit-learn's 1797 real 8×8 digit images, standardized, split with a seed;
-* :mod:`~gradscope.demo.model`: :class:`DigitsDEQ` (input projection →
+* ``gradscope.demo.model``: :class:`~gradscope.demo.DigitsDEQ` (input projection →
   :class:`~gradscope.ImplicitLayer` with a :class:`~gradscope.synthetic.TanhCell` →
-  linear head) and :func:`equilibrium_problem` (the model's equilibrium on a batch as a
+  linear head) and :func:`~gradscope.demo.equilibrium_problem` (the model's equilibrium on a batch as a
   :class:`~gradscope.FixedPointProblem`, with the cross-entropy's cotangent);
-* :mod:`~gradscope.demo.runner`: the training run and the backward timings;
-* :mod:`~gradscope.demo.report`: the summary, the table, the figures
-  (:func:`spectrum_figure`);
-* :mod:`~gradscope.demo.progress`: the progress display.
+* ``gradscope.demo.runner``: the training run and the backward timings;
+* ``gradscope.demo.report``: the summary, the table, the figures
+  (:func:`~gradscope.demo.spectrum_figure`);
+* ``gradscope.demo.progress``: the progress display.
 
 Example:
     >>> import gradscope as gs

@@ -42,7 +42,7 @@ def load_digits_tensors(
         device: device of the tensors.
 
     Returns:
-        A :class:`DigitsData`.
+        A :class:`~gradscope.demo.DigitsData`.
 
     Raises:
         ImportError: scikit-learn is not installed (``pip install gradscope[data]``).

@@ -1,8 +1,8 @@
 """The demo's model: a small DEQ classifier on digits, and its equilibrium as a problem.
 
-:class:`DigitsDEQ` is input projection → :class:`~gradscope.ImplicitLayer` with a
+:class:`~gradscope.demo.DigitsDEQ` is input projection → :class:`~gradscope.ImplicitLayer` with a
 :class:`~gradscope.synthetic.TanhCell` → linear head; it trains in seconds on two CPU
-cores. :func:`equilibrium_problem` turns the model at a batch into a
+cores. :func:`~gradscope.demo.equilibrium_problem` turns the model at a batch into a
 :class:`~gradscope.FixedPointProblem` and the cross-entropy's cotangent (the demo's
 timings, ``gradscope sweep --model digits``).
 """

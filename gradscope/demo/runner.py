@@ -9,7 +9,7 @@ folder: ``metrics.csv``, figures (PNG), ``summary.md``, which embeds them, and
 ``summary.json``.
 
 Numerical failures travel as result codes: the training backward's is read from the
-layer's :attr:`~gradscope.layers.BackwardStats.status` after each step and counted by
+layer's ``status`` after each step and counted by
 what it says (the layer does not warn), the monitor's own are in its records.
 """
 

@@ -17,15 +17,15 @@ to sinks (CSV, JSONL, TensorBoard, Python logging) and to :meth:`GradientMonitor
 
 The package, one concept per module:
 
-* :mod:`~gradscope.monitor.monitor`: :class:`~gradscope.GradientMonitor` (hooks, schedule,
+* ``gradscope.monitor.monitor``: :class:`~gradscope.GradientMonitor` (hooks, schedule,
   sinks, the guard that keeps training going);
-* :mod:`~gradscope.monitor.observation`: what one observation measures;
-* :mod:`~gradscope.monitor.schedules`: :class:`Every`, :class:`LogSpaced`;
-* :mod:`~gradscope.monitor.sinks`: :class:`CSVSink`, :class:`JSONLSink`,
-  :class:`TensorBoardSink`, :class:`LoggingSink` and :func:`read_records`;
-* :mod:`~gradscope.monitor.extras`: :func:`spectral_norm_extra`, :func:`theory_extra`;
-* :mod:`~gradscope.monitor.records`: the row format (:data:`COLUMNS`);
-* :mod:`~gradscope.monitor.torchdeq`: the TorchDEQ adapter.
+* ``gradscope.monitor.observation``: what one observation measures;
+* ``gradscope.monitor.schedules``: :class:`~gradscope.monitor.Every`, :class:`~gradscope.monitor.LogSpaced`;
+* ``gradscope.monitor.sinks``: :class:`~gradscope.monitor.CSVSink`, :class:`~gradscope.monitor.JSONLSink`,
+  :class:`~gradscope.monitor.TensorBoardSink`, :class:`~gradscope.monitor.LoggingSink` and :func:`~gradscope.monitor.read_records`;
+* ``gradscope.monitor.extras``: :func:`~gradscope.monitor.spectral_norm_extra`, :func:`~gradscope.monitor.theory_extra`;
+* ``gradscope.monitor.records``: the row format (:data:`~gradscope.monitor.COLUMNS`);
+* ``gradscope.monitor.torchdeq``: the TorchDEQ adapter.
 
 It never changes the training: it computes on detached copies through
 :class:`~gradscope.FixedPointProblem` (parameters as detached aliases, buffers as
@@ -42,11 +42,17 @@ shard (nothing is reduced: the numbers describe the local batch); only rank
 ``writer_rank`` writes to the sinks. Every rank keeps its own records.
 """
 
-from .extras import THEOREM1_CODES, spectral_norm_extra, theorem1_verdict, theory_extra
+from . import extras as _extras
+from .extras import spectral_norm_extra, theorem1_verdict, theory_extra
 from .monitor import GradientMonitor
 from .records import COLUMNS, COMPARISON_METRICS
 from .schedules import Every, LogSpaced
 from .sinks import CSVSink, JSONLSink, LoggingSink, TensorBoardSink, read_records
+
+#: The number each Theorem-1 verdict is recorded as in the monitor's rows (a row's value
+#: is a float); any other verdict is recorded as NaN. Defined in
+#: ``gradscope.monitor.extras``, the one place that encodes and decodes verdicts.
+THEOREM1_CODES = _extras.THEOREM1_CODES
 
 __all__ = [
     "COLUMNS",

@@ -43,9 +43,9 @@ def spectral_norm_extra(method: object | None = None) -> Extra:
 
 
 #: The Theorem-1 verdicts of :func:`~gradscope.theory.check_ascent` as the numbers
-#: :func:`theory_extra` records (a row's value is a float). Any other verdict (say
+#: :func:`~gradscope.monitor.theory_extra` records (a row's value is a float). Any other verdict (say
 #: ``"undetermined"``) is recorded as NaN. Encode with :func:`theorem1_code`, decode
-#: with :func:`theorem1_verdict`: nowhere else.
+#: with :func:`~gradscope.monitor.theorem1_verdict`: nowhere else.
 THEOREM1_CODES = {"holds": 1.0, "vacuous": 0.0, "fails": -1.0}
 
 
@@ -81,8 +81,8 @@ def theory_extra(estimator: Estimator | None = None, *, sample: int | None = 0) 
       ``jacobian_norm_converged`` (0/1);
     * ``theorem1`` for ``estimator`` (default: the first estimate after the exact one):
       the verdict of :func:`~gradscope.theory.check_ascent` as a number
-      (:data:`THEOREM1_CODES`: 1 holds, 0 vacuous, −1 fails; read it back with
-      :func:`theorem1_verdict`), with ``theorem1_error_norm`` ‖E‖₂ and
+      (:data:`~gradscope.monitor.THEOREM1_CODES`: 1 holds, 0 vacuous, −1 fails; read it back with
+      :func:`~gradscope.monitor.theorem1_verdict`), with ``theorem1_error_norm`` ‖E‖₂ and
       ``theorem1_threshold`` σ_min²/σ_max.
 
     Theorem 1 needs σ_min(F_θ) > 0, which fails whenever the state (batch included) has

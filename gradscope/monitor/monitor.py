@@ -1,7 +1,7 @@
 """The :class:`~gradscope.GradientMonitor`: hooks, schedule, sinks and the guard around them.
 
 What one observation measures is :func:`~gradscope.monitor.observation.measure`; the
-TorchDEQ adapter is :mod:`~gradscope.monitor.torchdeq`.
+TorchDEQ adapter is ``gradscope.monitor.torchdeq``.
 """
 
 from __future__ import annotations
@@ -38,13 +38,13 @@ class GradientMonitor:
             estimator a watched :class:`~gradscope.ImplicitLayer` trains with is added
             (role ``"training"``).
         exact: the reference (default ``Exact(GMRES(rtol=1e-6))``).
-        schedule: :class:`Every`, :class:`LogSpaced` or a callable ``step -> bool``
+        schedule: :class:`~gradscope.monitor.Every`, :class:`~gradscope.monitor.LogSpaced` or a callable ``step -> bool``
             (default ``Every(50)``).
-        sinks: where rows go (:class:`CSVSink`, :class:`JSONLSink`,
-            :class:`TensorBoardSink`, :class:`LoggingSink`, or any object with
+        sinks: where rows go (:class:`~gradscope.monitor.CSVSink`, :class:`~gradscope.monitor.JSONLSink`,
+            :class:`~gradscope.monitor.TensorBoardSink`, :class:`~gradscope.monitor.LoggingSink`, or any object with
             ``write(rows)`` and ``close()``).
         extra: optional ``extra(problem, exact, estimates) -> {name: float}`` for more
-            quantities (ρ(J), ‖J‖₂, the Theorem-1 verdict); see :func:`spectral_norm_extra`.
+            quantities (ρ(J), ‖J‖₂, the Theorem-1 verdict); see :func:`~gradscope.monitor.spectral_norm_extra`.
         per_param: also record the comparison per parameter tensor (every metric of the
             overall comparison: cosine, relative and absolute error, inner product, norm
             ratio).

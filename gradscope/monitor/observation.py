@@ -2,10 +2,10 @@
 
 :func:`measure` builds the :class:`~gradscope.FixedPointProblem`, computes the exact
 gradient and every estimator's, compares them, runs the ``extra`` callable and returns the
-tidy rows. It knows nothing of hooks, schedules or sinks (:mod:`~gradscope.monitor.monitor`).
+tidy rows. It knows nothing of hooks, schedules or sinks (``gradscope.monitor.monitor``).
 
 Numerical failures travel as result codes: each estimate's
-:attr:`~gradscope.GradientEstimate.status` is read (nothing is warned, nothing is caught);
+``status`` is read (nothing is warned, nothing is caught);
 a failed one is recorded as a :class:`Failure` and a row ``status_<status>`` = 1. An
 inexact h* is not a failure of the monitor: the forward rows ``residual`` and
 ``converged`` say how good it is.

@@ -11,7 +11,7 @@ COMPARISON_METRICS = ("cosine", "relative_error", "absolute_error", "inner", "no
 
 
 def row(step, layer, role, estimator, param, metric, value) -> dict:
-    """One record, its fields converted to the types of :data:`COLUMNS`."""
+    """One record, its fields converted to the types of :data:`~gradscope.monitor.COLUMNS`."""
     return {
         "step": int(step),
         "layer": str(layer),

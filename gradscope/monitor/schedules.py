@@ -1,4 +1,4 @@
-"""When the monitor observes: :class:`Every` n steps, or :class:`LogSpaced` (dense early)."""
+"""When the monitor observes: :class:`~gradscope.monitor.Every` n steps, or :class:`~gradscope.monitor.LogSpaced` (dense early)."""
 
 from __future__ import annotations
 

@@ -153,7 +153,7 @@ class LoggingSink:
 
 
 def read_records(path: str | Path):
-    """Read records written by :class:`CSVSink` or :class:`JSONLSink` into a pandas DataFrame.
+    """Read records written by :class:`~gradscope.monitor.CSVSink` or :class:`~gradscope.monitor.JSONLSink` into a pandas DataFrame.
 
     Returns:
         The DataFrame, with the columns in the order of the records.

@@ -10,14 +10,14 @@ Batched states: when the operator's samples are independent (J block-diagonal, s
 own Krylov basis, Hessenberg matrix and stopping test, while every product stays one
 batched VJP.
 
-============================  ==================================  =====================
-solver                        converges when                      products per step
-============================  ==================================  =====================
+===============================================  ==================================  =====================
+solver                                           converges when                      products per step
+===============================================  ==================================  =====================
 :class:`~gradscope.solvers.Dense`                A is non-singular                   n (to build A), once
 :class:`~gradscope.solvers.GMRES`                A is non-singular (restarts aside)  1
 :class:`~gradscope.solvers.BiCGSTAB`             A is non-singular (may break down)  2
 :class:`~gradscope.solvers.FixedPointIteration`  ρ(I − A) < 1, i.e. ρ(J) < 1         1
-============================  ==================================  =====================
+===============================================  ==================================  =====================
 """
 
 from .base import Iteration, Solution, Solver, default_solver_rtol

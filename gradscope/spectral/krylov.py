@@ -5,8 +5,8 @@ with the map one batched call. A row is a sample when the samples are independen
 map is block-diagonal, :meth:`LinearOperator.layout <gradscope.operators.LinearOperator.layout>`),
 else the whole state. :func:`flat_map` turns an operator on states into a map on rows.
 
-These functions are the package's numerical core: :mod:`~gradscope.spectral.radius`,
-:mod:`~gradscope.spectral.norms` and the theory checks
+These functions are the package's numerical core: ``gradscope.spectral.radius``,
+``gradscope.spectral.norms`` and the theory checks
 (:func:`gradscope.theory.param_singular_values`, :func:`gradscope.theory.check_ascent`)
 call them; they are public within gradscope but not part of ``gradscope.spectral.__all__``.
 """

@@ -1,7 +1,7 @@
-r"""The spectral methods (strategy objects) and the :class:`SpectralEstimate` they return.
+r"""The spectral methods (strategy objects) and the :class:`~gradscope.spectral.SpectralEstimate` they return.
 
-A method says how a spectral quantity is computed; :mod:`~gradscope.spectral.radius`
-and :mod:`~gradscope.spectral.norms` run it on the map asked for, a problem's J or any
+A method says how a spectral quantity is computed; ``gradscope.spectral.radius``
+and ``gradscope.spectral.norms`` run it on the map asked for, a problem's J or any
 :class:`~gradscope.operators.LinearOperator`.
 """
 

@@ -45,10 +45,10 @@ def spectral_norm(
     Args:
         target: the equilibrium (for its J) or a
             :class:`~gradscope.operators.LinearOperator` with a known transpose.
-        method: :class:`Lanczos` (default) or :class:`DenseSpectrum`.
+        method: :class:`~gradscope.spectral.Lanczos` (default) or :class:`~gradscope.spectral.DenseSpectrum`.
 
     Returns:
-        A :class:`SpectralEstimate`; ``residual`` bounds ``|σ − σ̃|`` by the Ritz residual.
+        A :class:`~gradscope.spectral.SpectralEstimate`; ``residual`` bounds ``|σ − σ̃|`` by the Ritz residual.
 
     Raises:
         TypeError: ``target`` or ``method`` of the wrong type, or an operator without
@@ -84,12 +84,12 @@ def smallest_singular_value(
     Args:
         target: the equilibrium (for ``I − J``) or a
             :class:`~gradscope.operators.LinearOperator` with a known transpose.
-        method: :class:`Lanczos` (default ``Lanczos(max_steps=300)``) or
-            :class:`DenseSpectrum`. Check ``converged``: on tanh cells with d = 1024,
+        method: :class:`~gradscope.spectral.Lanczos` (default ``Lanczos(max_steps=300)``) or
+            :class:`~gradscope.spectral.DenseSpectrum`. Check ``converged``: on tanh cells with d = 1024,
             100 steps left it about 2% high.
 
     Returns:
-        A :class:`SpectralEstimate` whose ``value`` is the minimum over samples.
+        A :class:`~gradscope.spectral.SpectralEstimate` whose ``value`` is the minimum over samples.
 
     Raises:
         TypeError: ``target`` or ``method`` of the wrong type, or an operator without
@@ -133,7 +133,7 @@ def damped_power_norm(
             :class:`~gradscope.operators.LinearOperator` with a known transpose.
         damping: λ in (0, 1].
         steps: k ≥ 1.
-        method: :class:`Lanczos` (default) or :class:`DenseSpectrum`.
+        method: :class:`~gradscope.spectral.Lanczos` (default) or :class:`~gradscope.spectral.DenseSpectrum`.
 
     Returns:
         The estimate of ``‖B_λ^k‖₂`` (its ``value``, bounds and convergence).

@@ -2,7 +2,7 @@ r"""The spectral radius ``ρ(A) = max |μ|`` of J at the equilibrium, or of any 
 
 ``ρ(J) < 1`` makes fixed-point iteration and the undamped Neumann series converge
 (:ref:`theory-exact-gradient`); ``ρ(B_λ)`` of the damped map decides the damped series
-(:ref:`theory-damping`). :func:`spectral_radius` takes a problem (its J, through VJPs
+(:ref:`theory-damping`). :func:`~gradscope.spectral_radius` takes a problem (its J, through VJPs
 with Jᵀ, which has the same eigenvalues) or a
 :class:`~gradscope.operators.LinearOperator` (only its products ``v ↦ Av`` are used).
 """

@@ -1,12 +1,12 @@
 r"""Theory checks: damping bounds, steps needed, Theorem 1, and the report that joins them.
 
-* ``gradscope.theory.damping``: :func:`damping_limit`, :func:`optimal_damping`,
-  :func:`damped_radius`;
-* ``gradscope.theory.steps``: :func:`steps_needed`;
-* ``gradscope.theory.ascent``: :func:`check_ascent` (Theorem 1) and
-  :func:`param_singular_values`, with the outcome a :class:`Verdict`
+* ``gradscope.theory.damping``: :func:`~gradscope.theory.damping_limit`, :func:`~gradscope.theory.optimal_damping`,
+  :func:`~gradscope.theory.damped_radius`;
+* ``gradscope.theory.steps``: :func:`~gradscope.theory.steps_needed`;
+* ``gradscope.theory.ascent``: :func:`~gradscope.theory.check_ascent` (Theorem 1) and
+  :func:`~gradscope.theory.param_singular_values`, with the outcome a :class:`~gradscope.theory.Verdict`
   (``gradscope.theory.verdict``);
-* ``gradscope.theory.report``: :func:`~gradscope.check_theory` and its :class:`TheoryReport`.
+* ``gradscope.theory.report``: :func:`~gradscope.check_theory` and its :class:`~gradscope.theory.TheoryReport`.
 
 The maths is in :ref:`theory-damping`, :ref:`theory-steps` and :ref:`theory-theorem1`.
 """

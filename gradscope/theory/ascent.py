@@ -125,7 +125,7 @@ class AscentCheck:
         sigma_max: ``σ_max(F_θ)``.
         sigma_min: ``σ_min(F_θ)``, the d-th singular value (0 when p < d).
         threshold: ``σ_min²/σ_max``.
-        verdict: a :class:`Verdict`: ``HOLDS`` (condition met: ascent guaranteed),
+        verdict: a :class:`~gradscope.theory.Verdict`: ``HOLDS`` (condition met: ascent guaranteed),
             ``FAILS`` (condition not met: no guarantee either way) or ``VACUOUS``
             (σ_min ≈ 0: the theorem says nothing). It equals its string value
             (``check.verdict == "holds"``).
@@ -261,7 +261,7 @@ def check_ascent(
         max_steps: Lanczos steps for the matrix-free path.
 
     Returns:
-        An :class:`AscentCheck` whose ``verdict`` is a :class:`Verdict`. A failed
+        An :class:`~gradscope.theory.AscentCheck` whose ``verdict`` is a :class:`~gradscope.theory.Verdict`. A failed
         condition is a finding, never raised.
 
     Raises:

@@ -140,7 +140,7 @@ def damping_limit(source: object, *, dense: bool | None = None) -> DampingLimit:
         dense: for a problem: dense eigenvalues (default when h* has ≤ 512 entries).
 
     Returns:
-        A :class:`DampingLimit`.
+        A :class:`~gradscope.theory.DampingLimit`.
 
     Example:
         >>> import torch, gradscope as gs
@@ -167,7 +167,7 @@ class DampingChoice:
     Attributes:
         damping: λ*.
         radius: ``ρ(B_λ*)``; < 1 when the series converges.
-        limit: the :class:`DampingLimit`.
+        limit: the :class:`~gradscope.theory.DampingLimit`.
         source: where the statement comes from.
 
     """
@@ -190,11 +190,11 @@ def optimal_damping(source: object, *, dense: bool | None = None) -> DampingChoi
     spectrum in ``[m, M]``, ``M < 1``: ``λ* = min(1, 2/(2 − m − M))``.
 
     Args:
-        source: as for :func:`damping_limit`.
-        dense: as for :func:`damping_limit`.
+        source: as for :func:`~gradscope.theory.damping_limit`.
+        dense: as for :func:`~gradscope.theory.damping_limit`.
 
     Returns:
-        A :class:`DampingChoice`.
+        A :class:`~gradscope.theory.DampingChoice`.
 
     Example:
         >>> import torch, gradscope as gs

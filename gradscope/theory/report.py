@@ -52,7 +52,7 @@ IMPLICIT = (
 
 @dataclass(frozen=True)
 class Finding:
-    """One line of a :class:`TheoryReport`: a named value, what it means and its source."""
+    """One line of a :class:`~gradscope.theory.TheoryReport`: a named value, what it means and its source."""
 
     name: str
     value: object
@@ -87,15 +87,15 @@ class TheoryReport:
 
     Attributes:
         estimator: the estimator's name.
-        findings: the :class:`Finding` lines, in reading order.
+        findings: the :class:`~gradscope.theory.Finding` lines, in reading order.
         recommendation: plain-words advice (λ range, optimal λ, k needed).
         radius: ρ(J), a :class:`~gradscope.spectral.SpectralEstimate` (with the eigenvalues).
         norm: ‖J‖₂, a :class:`~gradscope.spectral.SpectralEstimate`.
         smallest_singular_value: σ_min(I − J), a :class:`~gradscope.spectral.SpectralEstimate`.
-        limit: the admissible damping, a :class:`DampingLimit`.
-        optimum: the optimal damping, a :class:`DampingChoice`.
-        steps: the k needed, a :class:`StepsNeeded` (None when no damping converges).
-        ascent: the Theorem-1 :class:`AscentCheck`.
+        limit: the admissible damping, a :class:`~gradscope.theory.DampingLimit`.
+        optimum: the optimal damping, a :class:`~gradscope.theory.DampingChoice`.
+        steps: the k needed, a :class:`~gradscope.theory.StepsNeeded` (None when no damping converges).
+        ascent: the Theorem-1 :class:`~gradscope.theory.AscentCheck`.
         comparison: estimate vs exact (None without a cotangent).
 
     """

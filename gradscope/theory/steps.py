@@ -85,12 +85,12 @@ def steps_needed(
         problem: the equilibrium.
         damping: λ in (0, 1].
         tol: target relative adjoint error (in (0, 1)).
-        kappa: κ of F_θ if known (else computed by :func:`param_singular_values`).
+        kappa: κ of F_θ if known (else computed by :func:`~gradscope.theory.param_singular_values`).
         max_steps: the largest k examined.
         dense: dense per-sample blocks (default when a sample has ≤ 512 entries).
 
     Returns:
-        A :class:`StepsNeeded`: the least k for each target (None where not reached
+        A :class:`~gradscope.theory.StepsNeeded`: the least k for each target (None where not reached
         within ``max_steps``) and the norms computed.
 
     Raises:
@@ -188,7 +188,7 @@ def _note(
     radius: float,
     asymptotic: int | None,
 ) -> str:
-    """The finding of :func:`steps_needed` in plain words."""
+    """The finding of :func:`~gradscope.theory.steps_needed` in plain words."""
     notes = []
     if not math.isfinite(kappa):
         notes.append(

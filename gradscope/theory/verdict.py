@@ -2,7 +2,7 @@ r"""The verdict of Theorem 1 (Geng et al. 2021) at one equilibrium: holds, fails
 
 Theorem 1 is a sufficient condition (:ref:`theory-theorem1`): with
 ``E = P(I − Jᵀ) − F_θᵀ``, ``‖E‖₂ ≤ σ_min(F_θ)²/σ_max(F_θ)`` implies ``⟨∇̂, ∇⟩ ≥ 0`` for
-every cotangent. :class:`Verdict` names the three outcomes of checking it.
+every cotangent. :class:`~gradscope.theory.Verdict` names the three outcomes of checking it.
 """
 
 from __future__ import annotations
