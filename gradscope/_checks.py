@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from types import ModuleType
 from typing import NoReturn
 
 import torch
@@ -166,3 +167,31 @@ def tf32_hint(is_cuda: bool, dtype: torch.dtype) -> str:
             "level; set both to False for tight tolerances."
         )
     return ""
+
+
+def require(module: str, call: str, what: str, extra: str) -> ModuleType:
+    """Import an optional dependency, or raise an ImportError that says how to install it.
+
+    Args:
+        module: the dotted module name (``"pandas"``, ``"torch.utils.tensorboard"``).
+        call: the public call that needs it, for the message.
+        what: what it is needed for.
+        extra: the gradscope extra that installs it (``"logging"``, ``"data"``).
+
+    Returns:
+        The module.
+
+    Raises:
+        ImportError: it is not installed.
+
+    """
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        package = module.split(".")[0]
+        raise ImportError(
+            f"gradscope.{call}: {package} is not installed; expected it for {what}. Install it "
+            f"with `pip install gradscope[{extra}]`."
+        ) from error

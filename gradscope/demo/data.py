@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .._checks import fail
+from .._checks import fail, require
 
 __all__ = ["DigitsData", "load_digits_tensors"]
 
@@ -54,13 +54,9 @@ def load_digits_tensors(
         ((1348, 64), 9)
 
     """
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "gradscope.demo.load_digits_tensors: scikit-learn is not installed; expected it for the "
-            "digits data. Install it with `pip install gradscope[data]` (or scikit-learn)."
-        ) from error
+    load_digits = require(
+        "sklearn.datasets", "demo.load_digits_tensors", "the digits data", "data"
+    ).load_digits
     if not 0.0 < test_fraction < 1.0:
         fail(
             "load_digits_tensors", f"test_fraction={test_fraction!r}; expected a number in (0, 1)."

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .._checks import require
+
 __all__ = ["COLUMNS", "COMPARISON_METRICS", "require_pandas", "row"]
 
 #: The columns of a record.
@@ -25,11 +27,4 @@ def row(step, layer, role, estimator, param, metric, value) -> dict:
 
 def require_pandas():
     """Import pandas, or say how to install it."""
-    try:
-        import pandas
-    except ImportError as error:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "gradscope: pandas is not installed; expected it for DataFrames of records. "
-            "Install it with `pip install gradscope[logging]`."
-        ) from error
-    return pandas
+    return require("pandas", "monitor", "DataFrames of records", "logging")

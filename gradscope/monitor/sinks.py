@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from .._checks import require
 from .records import COLUMNS, require_pandas
 
 __all__ = ["CSVSink", "JSONLSink", "LoggingSink", "TensorBoardSink", "read_records"]
@@ -95,14 +96,10 @@ class TensorBoardSink:
         self, log_dir: str | Path | None = None, writer=None, *, per_param: bool = False
     ) -> None:
         if writer is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError as error:  # pragma: no cover - depends on the environment
-                raise ImportError(
-                    "gradscope.monitor.TensorBoardSink: tensorboard is not installed; expected it for "
-                    "this sink. Install it with `pip install gradscope[logging]`."
-                ) from error
-            writer = SummaryWriter(log_dir=None if log_dir is None else str(log_dir))
+            tensorboard = require(
+                "torch.utils.tensorboard", "monitor.TensorBoardSink", "this sink", "logging"
+            )
+            writer = tensorboard.SummaryWriter(log_dir=None if log_dir is None else str(log_dir))
         self.writer = writer
         self.per_param = per_param
 
