@@ -15,7 +15,14 @@ from pathlib import Path
 import torch
 
 from ._checks import check_damping, check_steps, fail
-from .estimators import Exact, GradientEstimate, Neumann, Unrolled, estimate_gradient
+from .estimators import (
+    DampedSteps,
+    Exact,
+    GradientEstimate,
+    Neumann,
+    Unrolled,
+    estimate_gradient,
+)
 from .estimators.estimate import run_estimator
 from .metrics import compare
 from .problem import FixedPointProblem
@@ -107,7 +114,9 @@ def sweep(
         cotangent: ``g = ∂ℓ/∂h*``.
         steps: the k values (each ≥ 1).
         dampings: the λ values (each in (0, 1]).
-        methods: estimator classes, :class:`~gradscope.Unrolled` and/or :class:`~gradscope.Neumann`.
+        methods: estimator classes built as ``cls(steps, damping)``:
+            :class:`~gradscope.Unrolled`, :class:`~gradscope.Neumann`, or your own subclass
+            of :class:`~gradscope.estimators.DampedSteps`.
         reference: the exact gradient, if already computed (default: ``Exact()``).
 
     Returns:
@@ -131,10 +140,12 @@ def sweep(
     for lam in dampings:
         check_damping("sweep", lam)
     for m in methods:
-        if m not in (Unrolled, Neumann):
+        if not (isinstance(m, type) and issubclass(m, DampedSteps)):
             fail(
                 "sweep",
-                f"methods contains {m!r}; expected gradscope.Unrolled and/or gradscope.Neumann.",
+                f"methods contains {m!r}; expected estimator classes built as cls(steps, damping): "
+                "gradscope.Unrolled, gradscope.Neumann or a subclass of "
+                "gradscope.estimators.DampedSteps.",
                 TypeError,
             )
     if not steps or not dampings:

@@ -12,12 +12,13 @@ r"""Gradient estimators: the exact implicit gradient and the phantom gradients.
 from .base import Adjoint, Estimator, Gradient, check_estimator
 from .estimate import Cost, GradientEstimate, estimate_gradient, user_gradient
 from .exact import Exact
-from .neumann import Neumann, OneStep
+from .neumann import DampedSteps, Neumann, OneStep
 from .unrolled import Unrolled
 
 __all__ = [
     "Adjoint",
     "Cost",
+    "DampedSteps",
     "Estimator",
     "Exact",
     "Gradient",

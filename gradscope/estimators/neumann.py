@@ -22,7 +22,23 @@ __all__ = ["DampedSteps", "Neumann", "OneStep", "neumann_adjoint"]
 class DampedSteps(Estimator):
     """What NPG and UPG share: k ≥ 1 steps of the damped map with damping λ in (0, 1].
 
-    The fields are validated on construction; the name reads ``Class(k, λ)``.
+    The fields are validated on construction; the name reads ``Class(k, λ)``. Subclass it
+    (and implement :meth:`~gradscope.Estimator.adjoint`) for an estimator that
+    :func:`gradscope.sweeps.sweep` can run over a (k, λ) grid.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class Powers(gs.estimators.DampedSteps):  # u = λ (B_λᵀ)^(k−1) g: the last term only
+        ...     def adjoint(self, JT, g):
+        ...         B = gs.operators.damped(JT, self.damping)
+        ...         for _ in range(self.steps - 1):
+        ...             g = B(g)
+        ...         return self.damping * g
+        >>> Powers(3, 0.5).name
+        'Powers(3, 0.5)'
+
     """
 
     steps: int = 5
