@@ -77,11 +77,9 @@ class GMRES(Solver):
         product instead of a loop over the columns; the least-squares residual estimate
         is ``|β (Ωᵀ)_{j+1,0}|``. One host sync (``active.any()``) per step.
 
-        Returns the iterate with ``r = b − Ax``, the true residual of the returned x (the
-        certificate reuses it).
-
         Returns:
-            The :class:`~gradscope.solvers.Iteration`.
+            The :class:`~gradscope.solvers.Iteration`, with ``r = b − Ax`` the true residual
+            of the returned x (the certificate reuses it).
 
         """
         assert self.rtol is not None

@@ -1,73 +1,23 @@
-r"""Figures for gradient quality — the only module that imports matplotlib and seaborn.
-
-Both are imported inside the functions, so ``import gradscope`` stays light. Each function
-returns a :class:`matplotlib.figure.Figure` and never calls ``show``; :func:`plots.report <gradscope.plots.report>`
-writes every figure that the data allows as PNG files.
-
-Inputs are the monitor's tidy records (a pandas DataFrame with columns
-``step, layer, role, estimator, param, metric, value``, see
-:meth:`GradientMonitor.dataframe <gradscope.GradientMonitor.dataframe>`), a DataFrame with columns ``k, damping,
-value`` for sweeps, complex eigenvalues for spectra and :class:`~gradscope.solvers.Solution`
-objects for residual traces.
-
-Example:
-    >>> import torch
-    >>> from gradscope import plots
-    >>> fig = plots.plot_spectrum(torch.tensor([0.5 + 0.2j, 0.5 - 0.2j, -0.3]), damping=0.5)
-    >>> fig.axes[0].get_title()
-    'Spectrum of J (ρ(J) = 0.539)'
-    >>> import matplotlib.pyplot as plt
-    >>> plt.close(fig)
-
-"""
+"""Figures of a monitored training run: metrics along training, their distribution, cost."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
 
-from ._checks import fail
+from .._checks import fail
+from .common import comparison_rows, pyplot_and_seaborn, records_frame
 
 __all__ = [
     "plot_cosine_distribution",
     "plot_cost_accuracy",
-    "plot_damping_heatmap",
     "plot_jacobian_facts",
     "plot_metric",
-    "plot_residual_traces",
-    "plot_spectrum",
     "report",
-    "save",
 ]
-
-
-def _mpl():
-    import matplotlib.pyplot as plt  # without a display matplotlib picks Agg itself
-    import seaborn as sns
-
-    return plt, sns
-
-
-def _frame(data):
-    """The records as a DataFrame, from a monitor or a DataFrame."""
-    frame = data.dataframe() if hasattr(data, "dataframe") else data
-    if not hasattr(frame, "columns"):
-        fail(
-            "plots",
-            f"got a {type(data).__name__}; expected a GradientMonitor or a DataFrame.",
-            TypeError,
-        )
-    return frame
-
-
-def _comparison_rows(frame, metric: str):
-    rows = frame[(frame["metric"] == metric) & (frame["param"] == "all")]
-    return rows[rows["role"].isin(["estimator", "training"])]
 
 
 def plot_metric(data, metric: str = "cosine", *, log: bool | None = None):
@@ -86,9 +36,9 @@ def plot_metric(data, metric: str = "cosine", *, log: bool | None = None):
         ValueError: no rows hold the metric.
 
     """
-    plt, sns = _mpl()
-    frame = _frame(data)
-    rows = _comparison_rows(frame, metric)
+    plt, sns = pyplot_and_seaborn()
+    frame = records_frame(data)
+    rows = comparison_rows(frame, metric)
     if rows.empty:
         fail(
             "plot_metric", f"no estimator rows hold metric {metric!r}; expected a recorded metric."
@@ -136,8 +86,8 @@ def plot_cosine_distribution(data, bins: int = 4, estimator: str | None = None):
         The figure: one axes per step range, sharing the x axis (cosine).
 
     """
-    plt, sns = _mpl()
-    frame = _frame(data)
+    plt, sns = pyplot_and_seaborn()
+    frame = records_frame(data)
     rows = frame[(frame["metric"] == "cosine") & frame["role"].isin(["estimator", "training"])]
     if rows.empty:
         fail(
@@ -172,149 +122,6 @@ def plot_cosine_distribution(data, bins: int = 4, estimator: str | None = None):
     return fig
 
 
-def plot_damping_heatmap(frame, value: str = "value", title: str | None = None, fmt: str = ".2f"):
-    """A (k, λ) heatmap of a quality measure (cosine or error) of a phantom gradient.
-
-    Args:
-        frame: DataFrame with columns ``k``, ``damping`` and ``value`` (one row per
-            cell; repeated cells are averaged).
-        value: the column to show.
-        title: the title (default: the column's name).
-        fmt: the annotation format.
-
-    Returns:
-        The figure: one heatmap, rows = damping λ (descending), columns = steps k.
-
-    """
-    plt, sns = _mpl()
-    for column in ("k", "damping", value):
-        if column not in frame.columns:
-            fail(
-                "plot_damping_heatmap",
-                f"frame has no column {column!r}; expected k, damping, {value}.",
-            )
-    table = frame.pivot_table(index="damping", columns="k", values=value, aggfunc="mean")
-    table = table.sort_index(ascending=False)
-    fig, ax = plt.subplots(
-        figsize=(1.2 + 0.55 * table.shape[1], 1.0 + 0.45 * table.shape[0]), layout="constrained"
-    )
-    sns.heatmap(
-        table, annot=table.size <= 150, fmt=fmt, cmap="viridis", ax=ax, cbar_kws={"label": value}
-    )
-    ax.set_xlabel("steps k")
-    ax.set_ylabel("damping λ")
-    ax.set_title(title or value)
-    return fig
-
-
-def plot_spectrum(
-    eigenvalues, damping: float | Sequence[float] | None = 0.5, title: str | None = None
-):
-    r"""The spectrum of J in the complex plane, the unit circle and the stability disks of B_λ.
-
-    ``ρ(B_λ) < 1`` exactly when every eigenvalue μ of J lies inside the disk of centre
-    ``1 − 1/λ`` and radius ``1/λ`` (:ref:`theory-damping`) — drawn for each damping given.
-
-    Args:
-        eigenvalues: complex (or real) eigenvalues, a tensor, array or sequence.
-        damping: λ or several λ whose disks to draw (None: none).
-        title: the title.
-
-    Returns:
-        The figure: one axes with equal aspect.
-
-    """
-    plt, sns = _mpl()
-    if isinstance(eigenvalues, torch.Tensor):
-        eigenvalues = eigenvalues.detach().cpu().numpy()
-    mu = np.asarray(eigenvalues).astype(complex).reshape(-1)
-    fig, ax = plt.subplots(figsize=(5.2, 5.2), layout="constrained")
-    theta = np.linspace(0, 2 * math.pi, 400)
-    ax.plot(np.cos(theta), np.sin(theta), color="0.3", linewidth=1.0, label="unit circle")
-    lambdas = (
-        []
-        if damping is None
-        else ([damping] if isinstance(damping, (int, float)) else list(damping))
-    )
-    colors = sns.color_palette("deep", len(lambdas) + 1)
-    # Limits: the unit circle, every eigenvalue and the disks (capped at 5 for small λ).
-    left = min([-1.2, *(1.1 * mu.real)], default=-1.2)
-    right = max([1.2, *(1.1 * mu.real)], default=1.2)
-    top = max([1.2, *(1.1 * np.abs(mu.imag))], default=1.2)
-    for lam in lambdas:
-        left = min(left, max(1 - 2 / lam, -5.0) - 0.1)
-        top = max(top, min(1 / lam, 5.0) + 0.1)
-    for lam, color in zip(lambdas, colors[1:]):
-        centre, radius = 1 - 1 / lam, 1 / lam
-        ax.plot(
-            centre + radius * np.cos(theta),
-            radius * np.sin(theta),
-            color=color,
-            linestyle="--",
-            linewidth=1.2,
-            label=f"ρ(B_λ) < 1 disk, λ = {lam:g}",
-        )
-    ax.scatter(
-        mu.real, mu.imag, s=14, color=colors[0], zorder=3, label=f"eigenvalues of J ({mu.size})"
-    )
-    rho = float(np.abs(mu).max()) if mu.size else float("nan")
-    ax.axhline(0, color="0.85", linewidth=0.6, zorder=0)
-    ax.axvline(0, color="0.85", linewidth=0.6, zorder=0)
-    ax.set_xlim(left, right)
-    ax.set_ylim(-top, top)
-    ax.set_aspect("equal")
-    ax.set_xlabel("Re μ")
-    ax.set_ylabel("Im μ")
-    ax.set_title(title or f"Spectrum of J (ρ(J) = {rho:.3f})")
-    ax.legend(fontsize="small", loc="upper left")
-    return fig
-
-
-def plot_residual_traces(solutions: Mapping[str, Any] | Sequence[Any], title: str | None = None):
-    """Residual traces of linear solves (:class:`Solution.trace <gradscope.solvers.Solution>`) or forward solves (``FixedPointResult.trace``).
-
-    Args:
-        solutions: a mapping label → solution, or a sequence (labelled by solver).
-        title: the title.
-
-    Returns:
-        The figure: one axes, log residual against step, one line per solve (the
-        largest per-sample residual at each step).
-
-    """
-    plt, sns = _mpl()
-    if not isinstance(solutions, Mapping):
-        solutions = {
-            f"{type(getattr(s, 'solver', s)).__name__} #{i}": s for i, s in enumerate(solutions)
-        }
-    fig, ax = plt.subplots(figsize=(6.4, 4.0), layout="constrained")
-    for label, solution in solutions.items():
-        trace = solution.trace
-        if isinstance(trace, torch.Tensor):
-            trace = trace.detach().cpu().double()
-            trace = trace.max(dim=1).values.numpy() if trace.dim() == 2 else trace.numpy()
-        trace = np.asarray(trace, dtype=float).reshape(-1)
-        if trace.size == 0:
-            continue
-        converged = getattr(solution, "converged", None)
-        mark = "" if converged is None else (" ✓" if converged else " ✗")
-        ax.semilogy(
-            np.arange(1, trace.size + 1),
-            np.maximum(trace, 1e-300),
-            marker=".",
-            label=f"{label}{mark}",
-        )
-        rtol = getattr(getattr(solution, "solver", None), "rtol", None)
-        if rtol is not None:
-            ax.axhline(rtol, color="0.6", linestyle=":", linewidth=0.8)
-    ax.set_xlabel("step")
-    ax.set_ylabel("relative residual")
-    ax.set_title(title or "Solver residual traces (dotted: rtol)")
-    ax.legend(fontsize="small")
-    sns.despine(fig=fig)
-    return fig
-
-
 def plot_cost_accuracy(data, cost: str = "vjps"):
     """Cost against accuracy per estimator: VJPs (or seconds) vs relative error to the exact gradient.
 
@@ -329,8 +136,8 @@ def plot_cost_accuracy(data, cost: str = "vjps"):
         equal to its solve's residual).
 
     """
-    plt, sns = _mpl()
-    frame = _frame(data)
+    plt, sns = pyplot_and_seaborn()
+    frame = records_frame(data)
     if {"estimator", "cost", "relative_error"} <= set(frame.columns):
         summary = frame.groupby("estimator")[["cost", "relative_error"]].agg(["mean", "std"])
     else:
@@ -394,8 +201,8 @@ def plot_jacobian_facts(data, metrics: Sequence[str] = ("rho_J", "jacobian_norm"
         ValueError: no rows hold any of the metrics.
 
     """
-    plt, sns = _mpl()
-    frame = _frame(data)
+    plt, sns = pyplot_and_seaborn()
+    frame = records_frame(data)
     rows = frame[(frame["role"] == "extra") & (frame["metric"].isin(list(metrics)))]
     if rows.empty:
         fail(
@@ -422,16 +229,6 @@ def plot_jacobian_facts(data, metrics: Sequence[str] = ("rho_J", "jacobian_norm"
     return fig
 
 
-def save(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Save a figure as PNG (or by the path's suffix) and close it; returns the path."""
-    plt, _ = _mpl()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
-
-
 def report(data, folder: str | Path, dpi: int = 120) -> list[Path]:
     """Write every figure the records allow as PNG files into ``folder``.
 
@@ -449,8 +246,8 @@ def report(data, folder: str | Path, dpi: int = 120) -> list[Path]:
         The paths written.
 
     """
-    plt, _ = _mpl()
-    frame = _frame(data)
+    plt, _ = pyplot_and_seaborn()
+    frame = records_frame(data)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     jobs = [

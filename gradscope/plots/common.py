@@ -1,0 +1,64 @@
+"""What every figure shares: the matplotlib/seaborn import, the records frame, saving."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .._checks import fail
+
+__all__ = ["comparison_rows", "pyplot_and_seaborn", "records_frame", "save"]
+
+
+def pyplot_and_seaborn() -> tuple[Any, Any]:
+    """Import matplotlib's pyplot and seaborn (inside the call, so gradscope imports light).
+
+    Returns:
+        ``(pyplot, seaborn)``.
+
+    """
+    import matplotlib.pyplot as plt  # without a display matplotlib picks Agg itself
+    import seaborn as sns
+
+    return plt, sns
+
+
+def records_frame(data: Any) -> Any:
+    """The records as a DataFrame, from a monitor or a DataFrame.
+
+    Returns:
+        The DataFrame.
+
+    Raises:
+        TypeError: ``data`` is neither.
+
+    """
+    frame = data.dataframe() if hasattr(data, "dataframe") else data
+    if not hasattr(frame, "columns"):
+        fail(
+            "plots",
+            f"got a {type(data).__name__}; expected a GradientMonitor or a DataFrame.",
+            TypeError,
+        )
+    return frame
+
+
+def comparison_rows(frame: Any, metric: str) -> Any:
+    """The whole-model rows of ``metric`` for the compared and training estimators.
+
+    Returns:
+        The selected rows.
+
+    """
+    rows = frame[(frame["metric"] == metric) & (frame["param"] == "all")]
+    return rows[rows["role"].isin(["estimator", "training"])]
+
+
+def save(fig, path: str | Path, dpi: int = 120) -> Path:
+    """Save a figure as PNG (or by the path's suffix) and close it; returns the path."""
+    plt, _ = pyplot_and_seaborn()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
