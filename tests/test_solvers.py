@@ -206,3 +206,12 @@ def test_tf32_hint_names_the_cause_of_float32_cuda_stalls():
         assert tf32_hint(True, torch.float32) == ""
     finally:
         matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize("solver", [gs.solvers.GMRES, gs.solvers.BiCGSTAB, gs.solvers.Dense, gs.solvers.FixedPointIteration])
+def test_flags_must_be_bools_not_truthy_strings(solver):
+    # a truthy string used to switch strict mode on
+    with pytest.raises(TypeError, match=rf"gradscope.{solver.__name__}: strict='no' is a str; expected True or False"):
+        solver(strict="no")
+    with pytest.raises(TypeError, match="per_sample='yes' is a str"):
+        solver(per_sample="yes")
