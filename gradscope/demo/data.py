@@ -16,7 +16,17 @@ __all__ = ["DigitsData", "load_digits_tensors"]
 
 @dataclass
 class DigitsData:
-    """Standardized scikit-learn digits: ``x`` (N, 64) floats, ``y`` (N,) int64 labels."""
+    """Standardized scikit-learn digits: ``x`` (N, 64) floats, ``y`` (N,) int64 labels.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> data = gs.demo.load_digits_tensors(seed=0, dtype=torch.float64)
+        >>> isinstance(data, gs.demo.DigitsData), data.x_test.dtype == torch.float64
+        (True, True)
+        >>> tuple(data.x_test.shape), len(data.y_train) + len(data.y_test)
+        ((449, 64), 1797)
+
+    """
 
     x_train: torch.Tensor
     y_train: torch.Tensor

@@ -24,6 +24,16 @@ class CSVSink:
     Args:
         path: the file; its folder is created at the first write.
 
+    Example:
+        >>> import tempfile, pathlib, gradscope as gs
+        >>> row = dict(zip(gs.monitor.COLUMNS, (0, "cell", "training", "Neumann", "all", "cosine", 0.5)))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     sink = gs.monitor.CSVSink(pathlib.Path(folder) / "log.csv")
+        ...     sink.write([row])
+        ...     sink.close()
+        ...     sink.path.read_text().splitlines()
+        ['step,layer,role,estimator,param,metric,value', '0,cell,training,Neumann,all,cosine,0.5']
+
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -57,6 +67,16 @@ class JSONLSink:
     Args:
         path: the file; its folder is created at the first write.
 
+    Example:
+        >>> import tempfile, pathlib, gradscope as gs
+        >>> row = dict(zip(gs.monitor.COLUMNS, (0, "cell", "training", "Neumann", "all", "cosine", 0.5)))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     sink = gs.monitor.JSONLSink(pathlib.Path(folder) / "log.jsonl")
+        ...     sink.write([row])
+        ...     sink.close()
+        ...     sink.path.read_text().splitlines()
+        ['{"step": 0, "layer": "cell", "role": "training", "estimator": "Neumann", "param": "all", "metric": "cosine", "value": 0.5}']
+
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -89,6 +109,16 @@ class TensorBoardSink:
 
     Raises:
         ImportError: tensorboard is not installed (``pip install gradscope[logging]``).
+
+    Example:
+        >>> import tempfile, pathlib, gradscope as gs
+        >>> row = dict(zip(gs.monitor.COLUMNS, (0, "cell", "training", "Neumann", "all", "cosine", 0.5)))
+        >>> with tempfile.TemporaryDirectory() as folder:
+        ...     sink = gs.monitor.TensorBoardSink(folder)
+        ...     sink.write([row])
+        ...     sink.close()
+        ...     [f.name.startswith("events.out.tfevents") for f in pathlib.Path(folder).iterdir()]
+        [True]
 
     """
 
@@ -125,6 +155,17 @@ class LoggingSink:
     Args:
         logger: the logger (default ``gradscope.monitor``).
         level: the level of the messages.
+
+    Example:
+        >>> import logging, sys, gradscope as gs
+        >>> logger = logging.getLogger("gradscope.example")
+        >>> logger.addHandler(logging.StreamHandler(sys.stdout))
+        >>> logger.setLevel(logging.INFO)
+        >>> sink = gs.monitor.LoggingSink(logger)
+        >>> sink.write([dict(zip(gs.monitor.COLUMNS, (3, "cell", "training", "Neumann", "all", "cosine", 0.98765)))])
+        step 3 cell [training] Neumann: cosine=0.9877
+        >>> sink.close()
+        >>> logger.handlers.clear()
 
     """
 

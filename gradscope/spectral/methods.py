@@ -46,6 +46,15 @@ class Arnoldi:
         seed: seed of the private generator of the starting vector (the global RNG is
             not touched).
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.2], [0.0, -0.3]], dtype=torch.float64)  # μ = 0.5, −0.3
+        >>> h = torch.zeros(2, dtype=torch.float64)  # F(h) = W h: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, h)
+        >>> est = gs.spectral_radius(problem, gs.spectral.Arnoldi(max_steps=2))
+        >>> round(est.value, 6), est.converged
+        (0.5, True)
+
     """
 
     max_steps: int = 100
@@ -74,6 +83,15 @@ class Lanczos:
         check_every: test convergence every this many steps.
         seed: seed of the private generator of the starting vector.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.2], [0.0, -0.3]], dtype=torch.float64)  # μ = 0.5, −0.3
+        >>> h = torch.zeros(2, dtype=torch.float64)  # F(h) = W h: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, h)
+        >>> est = gs.spectral.spectral_norm(problem, gs.spectral.Lanczos(max_steps=2))
+        >>> round(est.value, 6), round(float(torch.linalg.matrix_norm(W, 2)), 6)
+        (0.553732, 0.553732)
+
     """
 
     max_steps: int = 100
@@ -99,6 +117,15 @@ class PowerIteration:
         steps: number of products per sample (TorchDEQ uses 100 in training logs).
         seed: seed of the private generator of the starting vector.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.2], [0.0, -0.3]], dtype=torch.float64)  # μ = 0.5, −0.3
+        >>> h = torch.zeros(2, dtype=torch.float64)  # F(h) = W h: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, h)
+        >>> est = gs.spectral_radius(problem, gs.spectral.PowerIteration(steps=80))
+        >>> round(est.value, 6), est.matvecs
+        (0.5, 80)
+
     """
 
     steps: int = 100
@@ -117,6 +144,15 @@ class ScipyEigs:
         tol: ARPACK's relative tolerance (0: machine precision).
         seed: seed of the starting vector.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.2, 0.0], [0.0, -0.3, 0.1], [0.0, 0.0, 0.1]], dtype=torch.float64)
+        >>> h = torch.zeros(3, dtype=torch.float64)  # F(h) = W h: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, h)
+        >>> est = gs.spectral_radius(problem, gs.spectral.ScipyEigs(eigenvalues=1))
+        >>> round(est.value, 6), est.converged
+        (0.5, True)
+
     """
 
     eigenvalues: int = 6
@@ -134,6 +170,17 @@ class DenseSpectrum:
 
     The reference path: ``eigvals`` for a spectral radius, ``svdvals`` for norms and
     singular values, on :meth:`LinearOperator.dense <gradscope.operators.LinearOperator.dense>`.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.2], [0.0, -0.3]], dtype=torch.float64)  # μ = 0.5, −0.3
+        >>> h = torch.zeros(2, dtype=torch.float64)  # F(h) = W h: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, h)
+        >>> rho = gs.spectral_radius(problem, gs.spectral.DenseSpectrum())
+        >>> smin = gs.spectral.smallest_singular_value(problem, gs.spectral.DenseSpectrum())
+        >>> round(rho.value, 6), round(smin.value, 6), rho.residual.tolist()
+        (0.5, 0.493228, [0.0])
+
     """
 
 
@@ -166,6 +213,15 @@ class SpectralEstimate:
         ritz_values: for a spectral radius: every Ritz value of the final Krylov space (the outer
             spectrum, used by the damping bounds), NaN-padded.
         seconds: wall time.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.2], [0.0, -0.3]], dtype=torch.float64)  # μ = 0.5, −0.3
+        >>> h = torch.zeros(2, dtype=torch.float64)  # F(h) = W h: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, h)
+        >>> est = gs.spectral_radius(problem, gs.spectral.DenseSpectrum())
+        >>> est.quantity, round(float(est), 6), est.per_sample.tolist(), est.converged
+        ('ρ(J)', 0.5, [0.5], True)
 
     """
 

@@ -137,6 +137,16 @@ class AscentCheck:
         warnings: numerical warnings raised while building P (deduplicated).
         source: where the statement comes from.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.2, 0.1], [0.0, 0.3]], dtype=torch.float64)
+        >>> p = {"W": W, "b": torch.zeros(2, dtype=torch.float64)}
+        >>> h = torch.zeros(2, dtype=torch.float64)  # F(h) = W h + b with b = 0: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h + p["b"], p, h)
+        >>> check = gs.theory.check_ascent(problem, gs.Neumann(10, 1.0), torch.ones(2, dtype=torch.float64))
+        >>> check.holds, check.verdict == "holds", round(check.sigma_min, 6), check.inner > 0
+        (True, True, 1.0, True)
+
     """
 
     estimator: str

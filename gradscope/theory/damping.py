@@ -89,6 +89,12 @@ class DampingLimit:
         eigenvalues_used: how many eigenvalues entered.
         source: where the statement comes from.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> limit = gs.theory.damping_limit(torch.tensor([-3.0, 0.5], dtype=torch.float64))
+        >>> round(limit.value, 6), limit.eigenvalue, limit.admits(0.4), limit.admits(0.6)
+        (0.5, (-3+0j), True, False)
+
     """
 
     value: float | None
@@ -169,6 +175,12 @@ class DampingChoice:
         radius: ``ρ(B_λ*)``; < 1 when the series converges.
         limit: the :class:`~gradscope.theory.DampingLimit`.
         source: where the statement comes from.
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> choice = gs.theory.optimal_damping(torch.tensor([-3.0, 0.5], dtype=torch.float64))
+        >>> round(choice.damping, 6), round(choice.radius, 6), choice.converges
+        (0.444444, 0.777778, True)
 
     """
 

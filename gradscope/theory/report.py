@@ -52,7 +52,15 @@ IMPLICIT = (
 
 @dataclass(frozen=True)
 class Finding:
-    """One line of a :class:`~gradscope.theory.TheoryReport`: a named value, what it means and its source."""
+    """One line of a :class:`~gradscope.theory.TheoryReport`: a named value, what it means and its source.
+
+    Example:
+        >>> import gradscope as gs
+        >>> finding = gs.theory.Finding("μ", 0.5 + 0.25j, "the leading eigenvalue", "derived")
+        >>> finding.to_dict()
+        {'name': 'μ', 'value': [0.5, 0.25], 'meaning': 'the leading eigenvalue', 'source': 'derived'}
+
+    """
 
     name: str
     value: object
@@ -97,6 +105,16 @@ class TheoryReport:
         steps: the k needed, a :class:`~gradscope.theory.StepsNeeded` (None when no damping converges).
         ascent: the Theorem-1 :class:`~gradscope.theory.AscentCheck`.
         comparison: estimate vs exact (None without a cotangent).
+
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.2, 0.1], [0.0, 0.3]], dtype=torch.float64)
+        >>> p = {"W": W, "b": torch.zeros(2, dtype=torch.float64)}
+        >>> h = torch.zeros(2, dtype=torch.float64)  # F(h) = W h + b with b = 0: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h + p["b"], p, h)
+        >>> report = gs.check_theory(problem, gs.Neumann(10, 1.0))
+        >>> report.estimator, report["Theorem 1"].value == "holds", report.limit.exists
+        ('Neumann(10, 1)', True, True)
 
     """
 

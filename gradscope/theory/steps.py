@@ -42,6 +42,15 @@ class StepsNeeded:
             predicts; too optimistic for non-normal J); None when ``ρ(B_λ) ≥ 1``.
         note: the finding in plain words.
 
+    Example:
+        >>> import torch, gradscope as gs
+        >>> W = torch.tensor([[0.5, 0.0], [0.0, -0.3]], dtype=torch.float64)  # normal: ‖W^k‖₂ = 0.5^k
+        >>> h = torch.zeros(2, dtype=torch.float64)  # F(h) = W h: h* = 0 exactly
+        >>> problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, h)
+        >>> k = gs.theory.steps_needed(problem, 1.0, tol=1e-3, kappa=1.0)
+        >>> round(k.radius, 6), k.tolerance_steps, k.asymptotic_steps, k.transient_growth
+        (0.5, 10, 10, False)
+
     """
 
     damping: float
