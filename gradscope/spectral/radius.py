@@ -160,7 +160,9 @@ def _scipy_radius(
 
         def one(x: np.ndarray, s: int = s) -> np.ndarray:
             V = torch.zeros((S, n), dtype=like.dtype, device=like.device)
-            V[s] = torch.as_tensor(np.ascontiguousarray(x), dtype=like.dtype)
+            V[s] = torch.as_tensor(
+                np.array(x, copy=True), dtype=like.dtype
+            )  # x may be a read-only view (.imag)
             return apply(V)[s].detach().cpu().double().numpy()
 
         vals, residual = _arpack_block(one, n, method, rng)
