@@ -292,7 +292,7 @@ def test_operator_entry_on_a_user_operator_coupled_and_non_normal():
 def test_scipy_eigs_on_a_tiny_block_matches_dense_without_warnings():
     # blocks of 2×2 take the dense path, whose eigenvectors' .imag is a read-only view:
     # torch warned "given NumPy array is not writable" (an error under pytest here)
-    W = torch.tensor([[0.0, -0.6], [0.6, 0.1]], dtype=DT)
+    W = torch.tensor([[0.9, 0.2], [0.0, -0.5]], dtype=DT)  # real eigenvalues: real eigenvectors
     problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, torch.zeros(2, dtype=DT))
     est = gs.spectral.spectral_radius(problem, gs.spectral.ScipyEigs())
     assert abs(est.value - float(torch.linalg.eigvals(W).abs().max())) < 1e-12
