@@ -116,12 +116,25 @@ def evaluate_map_checked(
     """``evaluate()`` (F at the state ``h``) without autograd, its failures explained.
 
     An exception inside F is re-raised as a ValueError naming the call and the shapes
-    passed; F must return a tensor shaped like ``h``.
+    passed; F must return a tensor shaped like ``h``, and must not write into ``h`` (the
+    state is shared by every product gradscope takes: an in-place F would change it under
+    them). An empty state (a batch of 0 samples) is refused.
 
     Returns:
         ``F(h)``.
 
+    Raises:
+        ValueError: F fails, writes into h, returns another shape, or the state is empty.
+        TypeError: F returns something other than a tensor.
+
     """
+    if h.numel() == 0:
+        fail(
+            call,
+            f"{h_name} has shape {tuple(h.shape)}, which holds no entries (an empty batch?); "
+            "expected at least one sample.",
+        )
+    version = h._version
     try:
         with torch.no_grad():
             fh = evaluate()
@@ -132,6 +145,13 @@ def evaluate_map_checked(
             f"calling F with {h_name} of shape {tuple(h.shape)} and inputs of shapes "
             f"[{shapes}] failed with {type(error).__name__}: {error}. Check that the "
             "inputs are those the layer takes after h, with the right shapes.",
+        )
+    if h._version != version:
+        fail(
+            call,
+            f"F wrote into {h_name} in place; expected F to return a new tensor and leave its "
+            "input alone. Use out-of-place operations on the state (h = h + ..., torch.tanh(h), "
+            "not h += ..., h.tanh_(), h[...] = ...).",
         )
     if not isinstance(fh, torch.Tensor):
         fail(

@@ -279,6 +279,12 @@ def find_fixed_point(
         check_tensor(_CALL, "h0", h0)
         check_floating(_CALL, "h0", h0)
         check_finite(_CALL, "h0", h0)
+        if h0.numel() == 0:
+            fail(
+                _CALL,
+                f"h0 has shape {tuple(h0.shape)}, which holds no entries (an empty batch?); "
+                "expected at least one sample.",
+            )
         check_same_dtype_device(
             _CALL, "h0", h0, [(f"inputs[{i}]", x) for i, x in enumerate(inputs)]
         )

@@ -95,3 +95,25 @@ def test_damping_rescues_a_map_with_negative_eigenvalue():
         f, h0=torch.zeros(2, dtype=DT), method=gs.fixed_point.Picard(0.4), rtol=1e-12, max_steps=500
     )
     assert fp.converged and torch.allclose(fp.value, torch.full((2,), 0.25, dtype=DT))
+
+
+def test_a_map_that_writes_into_its_state_is_refused_with_the_fix():
+    def inplace(h, x):
+        h.mul_(0.5)  # writes into the state gradscope shares with every product
+        return h + x
+
+    x = torch.ones(2, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"gradscope.find_fixed_point: F wrote into h0 in place"):
+        gs.find_fixed_point(inplace, x, h0=torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"FixedPointProblem.from_function: F wrote into h\* in place"):
+        gs.FixedPointProblem.from_function(
+            lambda p, h, x: inplace(h, x), {}, torch.full((2, 3), 2.0, dtype=torch.float64), x
+        )
+
+
+def test_an_empty_batch_is_refused_with_the_call_s_message():
+    x = torch.ones(0, 3, dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"gradscope.find_fixed_point: h0 has shape \(0, 3\).*empty batch"):
+        gs.find_fixed_point(lambda h, x: 0.5 * h + x, x, h0=torch.zeros(0, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match=r"FixedPointProblem.from_function: h\* has shape \(0, 3\)"):
+        gs.FixedPointProblem.from_function(lambda p, h, x: 0.5 * h + x, {}, torch.zeros(0, 3, dtype=torch.float64), x)
