@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._checks import check_positive, check_steps, fail
+from ._checks import check_bool, check_positive, check_steps, fail
 from .estimators import Estimator, Neumann, Unrolled, check_estimator
 from .estimators.base import Adjoint, as_adjoint, failure_message
 from .estimators.unrolled import trajectory_ratio, unrolled_status
@@ -135,8 +135,13 @@ class ImplicitLayer(nn.Module):
             ``Neumann(5, 0.5)``) or :class:`~gradscope.OneStep`.
         solver: the forward :class:`~gradscope.layers.ForwardSolver`.
         warn: issue :class:`~gradscope.ConvergenceWarning` when the backward linear solve
-            fails or a Neumann series grows (the forward solve never warns; read
-            ``last_forward``).
+            fails or a damped series grows or turns non-finite (the forward solve never
+            warns; read ``last_forward``).
+        strict: raise :class:`~gradscope.ConvergenceError` from the backward instead (also
+            when the estimator's own solver has ``strict=True``). For the adjoint-based
+            estimators it raises before any ``.grad`` is written; :class:`~gradscope.Unrolled`
+            can only judge its series at the end of its backward, when some ``.grad`` may
+            already hold values: zero them when you catch the error.
 
     Attributes:
         last_forward: the :class:`~gradscope.fixed_point.FixedPointResult` of the last forward solve
@@ -168,8 +173,11 @@ class ImplicitLayer(nn.Module):
         solver: ForwardSolver | None = None,
         *,
         warn: bool = True,
+        strict: bool = False,
     ) -> None:
         super().__init__()
+        check_bool("ImplicitLayer", "warn", warn)
+        check_bool("ImplicitLayer", "strict", strict)
         if not isinstance(cell, nn.Module):
             fail(
                 "ImplicitLayer",
@@ -191,6 +199,7 @@ class ImplicitLayer(nn.Module):
         self.estimator = estimator
         self.solver = solver
         self.warn = warn
+        self.strict = strict
         self.last_forward: FixedPointResult | None = None
         self.last_backward: BackwardStats | None = None
         self._observers: dict[int, Observer] = {}
@@ -287,9 +296,11 @@ class ImplicitLayer(nn.Module):
                 return
             stats.series_ratio = trajectory_ratio(cotangent[0], g_h0)
             stats.status = unrolled_status(estimator.steps, stats.series_ratio, [g_h0])
-            if self.warn and not stats.status.ok:
+            if (self.warn or self.strict) and not stats.status.ok:
                 adjoint = Adjoint(g_h0, stats.status, series_ratio=stats.series_ratio)
-                report(failure_message(estimator.name, adjoint, "ImplicitLayer"))
+                report(
+                    failure_message(estimator.name, adjoint, "ImplicitLayer"), strict=self.strict
+                )
 
         if h.requires_grad:
             h.register_hook(keep_cotangent)
@@ -316,8 +327,9 @@ class ImplicitLayer(nn.Module):
                 adjoint.series_ratio,
                 adjoint.status,
             )
-            if self.warn and not adjoint.status.ok:
-                strict = bool(getattr(getattr(estimator, "solver", None), "strict", False))
+            solver_strict = bool(getattr(getattr(estimator, "solver", None), "strict", False))
+            strict = self.strict or solver_strict
+            if (self.warn or strict) and not adjoint.status.ok:
                 report(failure_message(estimator.name, adjoint, "ImplicitLayer"), strict=strict)
             return adjoint.value
 

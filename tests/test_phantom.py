@@ -331,3 +331,19 @@ def test_implicit_layer_reports_a_growing_unrolled_backward():
     quiet = gs.ImplicitLayer(cell, gs.Unrolled(3, 0.2), solver)
     quiet(x, h0=torch.zeros(2, 6, dtype=DT)).backward(randn(2, 6, seed=5))
     assert quiet.last_backward.status.ok and quiet.last_backward.series_ratio < 1
+
+
+def test_strict_layer_raises_before_an_unreliable_gradient_reaches_grad():
+    cell = LinearCell(scaled_matrix(6, 1.5, kind="symmetric"))
+    x = randn(2, 3, seed=4)
+    solver = gs.layers.ForwardSolver(rtol=1e-10, max_steps=200, per_sample=False)
+    for estimator in (gs.Neumann(40, 1.0), gs.Unrolled(40, 1.0)):
+        cell.zero_grad(set_to_none=True)
+        layer = gs.ImplicitLayer(cell, estimator, solver, strict=True)
+        h = layer(x, h0=torch.zeros(2, 6, dtype=DT))
+        with pytest.raises(gs.ConvergenceError, match="the terms of the damped series grew"):
+            h.backward(randn(2, 6, seed=5))
+        if isinstance(estimator, gs.Neumann):  # the adjoint hook raises before any .grad
+            assert all(p.grad is None for p in cell.parameters())
+    with pytest.raises(TypeError, match="strict='yes' is a str"):
+        gs.ImplicitLayer(cell, strict="yes")
