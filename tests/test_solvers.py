@@ -215,3 +215,19 @@ def test_flags_must_be_bools_not_truthy_strings(solver):
         solver(strict="no")
     with pytest.raises(TypeError, match="per_sample='yes' is a str"):
         solver(per_sample="yes")
+
+
+def test_linear_solve_bad_inputs_get_the_call_s_message():
+    A = gs.operators.FunctionOperator(lambda v: 2 * v, torch.zeros(3, dtype=DT), "2I")
+    b = torch.ones(3, dtype=DT)
+    cases = [
+        (TypeError, r"linear_solve: b is a list; expected a torch.Tensor", dict(b=[1.0, 2.0, 3.0])),
+        (ValueError, r"linear_solve: x0 has shape \(2,\); expected the shape of b", dict(x0=torch.zeros(2, dtype=DT))),
+        (TypeError, r"linear_solve: b has dtype torch.float32 but A \(its vectors\) has torch.float64", dict(b=torch.ones(3))),
+        (TypeError, r"linear_solve: solver='gmres'", dict(solver="gmres")),
+    ]
+    for kind, pattern, override in cases:
+        args = {"b": b, "solver": None, **override}
+        x0 = args.pop("x0", None)
+        with pytest.raises(kind, match=pattern):
+            gs.solvers.linear_solve(A, args["b"], args["solver"], x0=x0)

@@ -95,7 +95,7 @@ def solve(
     b = check_tensor(call, "b", b)
     if b.shape != A.shape:
         fail(call, f"b has shape {tuple(b.shape)}; expected {tuple(A.shape)}.")
-    check_same_dtype_device(call, "A's vectors", A.like, [("b", b)])
+    check_same_dtype_device(call, "A (its vectors)", A.like, [("b", b)])
     if x0 is not None:
         x0 = check_tensor(call, "x0", x0)
         if x0.shape != b.shape:
