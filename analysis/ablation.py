@@ -57,6 +57,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -90,7 +91,9 @@ def spectra(model: gs.demo.DigitsDEQ, x: torch.Tensor, y: torch.Tensor, k: int, 
         (g,) = torch.autograd.grad(F.cross_entropy(model.head(h), y), h)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", gs.ConvergenceWarning)
-        exact = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.GMRES(rtol=1e-5, max_steps=500)))
+        exact = gs.estimate_gradient(
+            problem, g, gs.Exact(gs.solvers.GMRES(rtol=1e-5, max_steps=500))
+        )
         estimate = gs.estimate_gradient(problem, g, model.layer.estimator)
     cosine = gs.compare(estimate, exact).cosine if exact.solution.converged else float("nan")
     return {
@@ -326,7 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, default=None)
     parser.add_argument("--every", type=int, default=50, help="spectra every this many steps")
     parser.add_argument("--optimizer", choices=("sgd", "adamw"), default="sgd")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the committed results; a temporary folder with --quick)",
+    )
     parser.add_argument(
         "--from-csv", type=Path, default=None, help="re-summarise runs.csv and spectra.csv"
     )
@@ -337,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     ks = (1, 3) if args.quick else tuple(range(1, 10))
     upg_lams = (0.1, 0.5) if args.quick else UPG_DAMPINGS
     npg_lams = (0.5,) if args.quick else NPG_DAMPINGS
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = output_folder(args.out, args.quick, RESULTS, "ablation")
     data = gs.demo.load_digits_tensors(seed=0)
     cells = [("UPG", k, lam) for lam in upg_lams for k in ks]
     cells += [("NPG", k, lam) for lam in npg_lams for k in ks]

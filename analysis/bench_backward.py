@@ -39,6 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from outputs import output_folder
 from torch import nn
 
 import gradscope as gs
@@ -107,10 +108,10 @@ def calibrate(d, n, x, target):
     raise RuntimeError(f"cannot reach ρ(J) = {target}")
 
 
-
 def identity_minus(JT: gs.operators.LinearOperator) -> gs.operators.LinearOperator:
     """``I − Jᵀ``."""
     return JT.identity() - JT
+
 
 @dataclass
 class Case:
@@ -302,7 +303,9 @@ def methods(dtype):
         GradscopeMethod(
             "gs Exact GMRES per-sample", gs.Exact(gs.solvers.GMRES(rtol=rtol, per_sample=True))
         ),
-        GradscopeMethod("gs Exact GMRES whole", gs.Exact(gs.solvers.GMRES(rtol=rtol, per_sample=False))),
+        GradscopeMethod(
+            "gs Exact GMRES whole", gs.Exact(gs.solvers.GMRES(rtol=rtol, per_sample=False))
+        ),
         GradscopeMethod(
             "gs Exact GMRES(100) per-sample",
             gs.Exact(gs.solvers.GMRES(rtol=rtol, restart=100, per_sample=True)),
@@ -310,7 +313,9 @@ def methods(dtype):
         GradscopeMethod(
             "gs Exact FixedPointIteration", gs.Exact(gs.solvers.FixedPointIteration(rtol=rtol))
         ),
-        GradscopeMethod("gs Exact BiCGSTAB", gs.Exact(gs.solvers.BiCGSTAB(rtol=rtol, per_sample=True))),
+        GradscopeMethod(
+            "gs Exact BiCGSTAB", gs.Exact(gs.solvers.BiCGSTAB(rtol=rtol, per_sample=True))
+        ),
         GradscopeMethod("gs Unrolled(5, 0.5)", gs.Unrolled(5, 0.5)),
         GradscopeMethod("gs Neumann(5, 0.5)", gs.Neumann(5, 0.5)),
         GradscopeMethod("gs OneStep", gs.OneStep()),
@@ -536,7 +541,12 @@ def main(argv=None) -> bool:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the committed results; a temporary folder with --quick)",
+    )
     parser.add_argument(
         "--sizes", default="64x32,256x128", help="full mode: comma-separated d x batch"
     )
@@ -574,7 +584,7 @@ def main(argv=None) -> bool:
                     flush=True,
                 )
     print_table(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = output_folder(args.out, args.quick, OUT, "bench_backward")
     name = (
         "bench_backward_quick" if args.quick else "bench_backward_" + args.sizes.replace(",", "_")
     )

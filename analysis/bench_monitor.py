@@ -37,6 +37,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
+from outputs import output_folder
 
 import gradscope as gs
 from gradscope._memory import GraphMeter, peak_allocated_bytes
@@ -206,10 +207,16 @@ def figure(path: Path, over: dict, mem: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (tests)")
-    parser.add_argument("--out", default="analysis/results/bench_monitor")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the committed results; a temporary folder with --quick)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    out = Path(args.out)
+    out = output_folder(
+        args.out, args.quick, Path(__file__).parent / "results" / "bench_monitor", "bench_monitor"
+    )
     out.mkdir(parents=True, exist_ok=True)
     data = gs.demo.load_digits_tensors(seed=0)
     blocks = 2 if args.quick else 20

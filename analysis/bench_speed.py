@@ -51,6 +51,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -108,7 +109,9 @@ def one_step(model, opt, x, y) -> dict:
     }
 
 
-def bench(model: gs.demo.DigitsDEQ, data: gs.demo.DigitsData, state: str, rounds: int) -> pd.DataFrame:
+def bench(
+    model: gs.demo.DigitsDEQ, data: gs.demo.DigitsData, state: str, rounds: int
+) -> pd.DataFrame:
     """Round-robin timings of every estimator on copies of ``model``."""
     models, opts = {}, {}
     for name, estimator in ESTIMATORS.items():
@@ -260,13 +263,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="6 rounds, 40 training steps")
     parser.add_argument("--rounds", type=int, default=None)
     parser.add_argument("--train-steps", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the committed results; a temporary folder with --quick)",
+    )
     parser.add_argument("--from-csv", type=Path, default=None, help="re-summarise times.csv")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     rounds = args.rounds or (6 if args.quick else 40)
     train_steps = args.train_steps or (40 if args.quick else 300)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = output_folder(args.out, args.quick, RESULTS, "bench_speed")
     start = time.perf_counter()
     if args.from_csv is not None:
         times = pd.read_csv(args.from_csv / "times.csv")

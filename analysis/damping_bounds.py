@@ -27,6 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -62,8 +63,14 @@ def problem_with_spectrum(seed: int, d: int = 8) -> tuple[gs.FixedPointProblem, 
 def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="6 problems (< 30 s)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the committed results folder in full mode, a new "
+        "temporary folder in --quick mode, so a quick run never overwrites the results)",
+    )
     args = parser.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, args.quick, OUT, "damping_bounds")
     n_problems, k = (6, 300) if args.quick else (60, 300)
     grid = np.linspace(0.02, 1.0, 15 if args.quick else 50)
     rows = []
@@ -97,7 +104,7 @@ def main(argv: list[str] | None = None) -> bool:
                 }
             )
     df = pd.DataFrame(rows)
-    df.to_csv(OUT / "results.csv", index=False)
+    df.to_csv(out / "results.csv", index=False)
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for seed in range(min(4, n_problems)):
@@ -124,7 +131,7 @@ def main(argv: list[str] | None = None) -> bool:
     axes[1].set_ylabel("ρ(B_λ)")
     axes[1].set_title("green: converged, red: diverged, orange: in between")
     fig.tight_layout()
-    fig.savefig(OUT / "damping.png", dpi=110)
+    fig.savefig(out / "damping.png", dpi=110)
     plt.close(fig)
 
     scored = df[df.scored]

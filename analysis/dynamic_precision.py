@@ -59,6 +59,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 import torch.nn.functional as F
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -82,7 +83,9 @@ def optimizer(setting: str, params) -> torch.optim.Optimizer:
     return torch.optim.AdamW(params, lr=5e-3, weight_decay=0.05)
 
 
-def train(data: gs.demo.DigitsData, setting: str, seed: int, steps: int, every: int) -> pd.DataFrame:
+def train(
+    data: gs.demo.DigitsData, setting: str, seed: int, steps: int, every: int
+) -> pd.DataFrame:
     """Train one DigitsDEQ with UPG(5, 0.5) under a monitor; one row per observed step."""
     torch.manual_seed(seed)
     model = gs.demo.DigitsDEQ(width=WIDTH, estimator=TRAIN).double()
@@ -339,7 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--every", type=int, default=4)
     parser.add_argument("--seeds", type=int, default=None)
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the committed results; a temporary folder with --quick)",
+    )
     parser.add_argument(
         "--from-csv", type=Path, default=None, help="re-summarise and re-plot observations.csv"
     )
@@ -349,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gradscope.monitor").setLevel(logging.ERROR)
     steps = args.steps or (32 if args.quick else 400)
     seeds = args.seeds or (1 if args.quick else 3)
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = output_folder(args.out, args.quick, RESULTS, "dynamic_precision")
     start = time.perf_counter()
     if args.from_csv is not None:
         obs = pd.read_csv(args.from_csv / "observations.csv")

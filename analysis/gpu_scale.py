@@ -403,7 +403,9 @@ def monitor_overhead(model: MDEQ, images, labels, args) -> dict:
     state = {k: v.clone() for k, v in model.state_dict().items()}
     monitor = gs.GradientMonitor(
         estimators=[gs.Unrolled(5, 0.5), gs.OneStep()],
-        exact=gs.Exact(gs.solvers.GMRES(rtol=args.exact_rtol, per_sample=True, max_steps=args.exact_steps)),
+        exact=gs.Exact(
+            gs.solvers.GMRES(rtol=args.exact_rtol, per_sample=True, max_steps=args.exact_steps)
+        ),
         schedule=gs.monitor.Every(1),
         per_param=False,
     )

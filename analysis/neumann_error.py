@@ -28,6 +28,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -69,8 +70,14 @@ def tanh_cell(d: int, seed: int) -> gs.FixedPointProblem:
 def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer k and cotangents (< 30 s)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the committed results folder in full mode, a new "
+        "temporary folder in --quick mode, so a quick run never overwrites the results)",
+    )
     args = parser.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, args.quick, OUT, "neumann_error")
     d = 16
     cases = {
         "normal": linear(d, 0.0, 0),
@@ -84,7 +91,9 @@ def main(argv: list[str] | None = None) -> bool:
     for name, problem in cases.items():
         g = torch.Generator().manual_seed(7)
         cots = [torch.randn(problem.h_star.shape, generator=g, dtype=DT) for _ in range(n_cot)]
-        exacts = [gs.estimate_gradient(problem, c, gs.Exact(gs.solvers.Dense())).adjoint for c in cots]
+        exacts = [
+            gs.estimate_gradient(problem, c, gs.Exact(gs.solvers.Dense())).adjoint for c in cots
+        ]
         mu = gs.spectral_radius(problem, gs.spectral.DenseSpectrum()).ritz_values.reshape(-1)
         for lam in (0.5, 1.0):
             rho_B = float((1 - lam * (1 - mu)).abs().max())
@@ -97,7 +106,9 @@ def main(argv: list[str] | None = None) -> bool:
                     errors.append(
                         float(torch.linalg.vector_norm(uk - u) / torch.linalg.vector_norm(u))
                     )
-                norm = gs.spectral.damped_power_norm(problem, lam, k, gs.spectral.DenseSpectrum()).value
+                norm = gs.spectral.damped_power_norm(
+                    problem, lam, k, gs.spectral.DenseSpectrum()
+                ).value
                 rows.append(
                     {
                         "case": name,
@@ -109,7 +120,7 @@ def main(argv: list[str] | None = None) -> bool:
                     }
                 )
     df = pd.DataFrame(rows)
-    df.to_csv(OUT / "results.csv", index=False)
+    df.to_csv(out / "results.csv", index=False)
 
     grid = sns.FacetGrid(df, col="case", row="damping", height=2.8, aspect=1.2, sharey=False)
     for (lam, case), ax in grid.axes_dict.items():
@@ -121,7 +132,7 @@ def main(argv: list[str] | None = None) -> bool:
     grid.axes[0][0].legend(fontsize=7)
     grid.set_axis_labels("k", "relative adjoint error")
     grid.figure.tight_layout()
-    grid.figure.savefig(OUT / "neumann_error.png", dpi=100)
+    grid.figure.savefig(out / "neumann_error.png", dpi=100)
     plt.close(grid.figure)
 
     bounded = bool((df.error <= df.norm_Bk * (1 + 1e-8) + 1e-13).all())

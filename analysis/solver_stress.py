@@ -38,6 +38,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -80,8 +81,14 @@ def solvers(d: int, rtol: float) -> dict[str, object]:
 def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="d = 60 (a few seconds)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the committed results folder in full mode, a new "
+        "temporary folder in --quick mode, so a quick run never overwrites the results)",
+    )
     args = parser.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, args.quick, OUT, "solver_stress")
     d = 60 if args.quick else 300
     rows = []
     for dtype in (torch.float64, torch.float32):
@@ -89,7 +96,9 @@ def main(argv: list[str] | None = None) -> bool:
         for family, J in systems(d).items():
             A = (torch.eye(d, dtype=torch.float64) - J).to(dtype)
             b = torch.randn(4, d, generator=torch.Generator().manual_seed(1), dtype=dtype)
-            op = gs.operators.FunctionOperator(lambda v, A=A: v @ A.T, b, "I − J", independent_samples=True)
+            op = gs.operators.FunctionOperator(
+                lambda v, A=A: v @ A.T, b, "I − J", independent_samples=True
+            )
             for name, solver in solvers(d, rtol).items():
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", gs.ConvergenceWarning)
@@ -109,7 +118,7 @@ def main(argv: list[str] | None = None) -> bool:
                     }
                 )
     df = pd.DataFrame(rows)
-    df.to_csv(OUT / "results.csv", index=False)
+    df.to_csv(out / "results.csv", index=False)
     print(f"d = {d}, 4 right-hand sides, rtol 1e-10 (float64) / 1e-5 (float32)")
     table = df.assign(
         cell=[
@@ -139,7 +148,7 @@ def main(argv: list[str] | None = None) -> bool:
         ax.tick_params(axis="x", labelrotation=30)
         ax.tick_params(axis="y", labelrotation=0)
         ax.set_xlabel("")
-    fig.savefig(OUT / "solver_stress.png", dpi=110)
+    fig.savefig(out / "solver_stress.png", dpi=110)
     plt.close(fig)
 
     iterative = df[df.solver != "Dense"]

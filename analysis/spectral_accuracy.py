@@ -29,6 +29,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 import torch
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -82,7 +83,10 @@ def linear_problem(d: int, kind: str, seed: int) -> tuple[gs.FixedPointProblem, 
 
 def measure(problem, reference: torch.Tensor, case: dict) -> list[dict]:
     rows = []
-    for name, method in (("arnoldi", gs.spectral.Arnoldi(max_steps=100)), ("power", gs.spectral.PowerIteration(100))):
+    for name, method in (
+        ("arnoldi", gs.spectral.Arnoldi(max_steps=100)),
+        ("power", gs.spectral.PowerIteration(100)),
+    ):
         start = time.perf_counter()
         est = gs.spectral_radius(problem, method)
         seconds = time.perf_counter() - start
@@ -109,8 +113,14 @@ def measure(problem, reference: torch.Tensor, case: dict) -> list[dict]:
 def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small cases only (< 30 s)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the committed results folder in full mode, a new "
+        "temporary folder in --quick mode, so a quick run never overwrites the results)",
+    )
     args = parser.parse_args(argv)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, args.quick, OUT, "spectral_accuracy")
     rows: list[dict] = []
     warm = tanh_problem(8, 2, 0.5, seed=0)  # one-time library initialisation, not timed
     gs.spectral_radius(warm), gs.spectral.spectral_radius(warm, gs.spectral.PowerIteration())
@@ -143,7 +153,7 @@ def main(argv: list[str] | None = None) -> bool:
         ref = gs.spectral_radius(problem, gs.spectral.ScipyEigs(eigenvalues=4)).per_sample
         rows += measure(problem, ref, {"case": "tanh scale=1.3", "d": 4096, "reference": "ARPACK"})
     df = pd.DataFrame(rows)
-    df.to_csv(OUT / "results.csv", index=False)
+    df.to_csv(out / "results.csv", index=False)
 
     df["label"] = df["case"] + " d=" + df["d"].astype(str)
     fig, axes = plt.subplots(1, 2, figsize=(12, 0.4 * len(df) / 2 + 2.5))
@@ -158,7 +168,7 @@ def main(argv: list[str] | None = None) -> bool:
     axes[1].set_yticklabels([])
     fig.suptitle("ρ(J): Arnoldi (≤ 100 VJPs/sample) vs power method (100 VJPs/sample)")
     fig.tight_layout()
-    fig.savefig(OUT / "accuracy.png", dpi=110)
+    fig.savefig(out / "accuracy.png", dpi=110)
     plt.close(fig)
 
     arnoldi = df[df.method == "arnoldi"]

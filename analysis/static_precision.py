@@ -60,6 +60,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -290,7 +291,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 models instead of 300")
     parser.add_argument("--models", type=int, default=None, help="number of random DEQs")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the committed results; a temporary folder with --quick)",
+    )
     parser.add_argument(
         "--from-csv",
         type=Path,
@@ -302,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     start = time.perf_counter()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = output_folder(args.out, args.quick, RESULTS, "static_precision")
     if args.from_csv is not None:
         df = pd.read_csv(args.from_csv / "cosines.csv").merge(
             pd.read_csv(args.from_csv / "models.csv"), on="model"

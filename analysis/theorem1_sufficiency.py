@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from outputs import output_folder
 
 import gradscope as gs
 
@@ -66,7 +67,12 @@ def instance(seed: int) -> dict | None:
         return None  # not a fixed point (F not contractive enough): skipped, counted
     kind = int(rng.integers(0, 4))
     k, lam = int(rng.integers(1, 40)), float(rng.uniform(0.1, 1.0))
-    estimator = [gs.Neumann(k, lam), gs.Unrolled(k, lam), gs.OneStep(), gs.Exact(gs.solvers.Dense())][kind]
+    estimator = [
+        gs.Neumann(k, lam),
+        gs.Unrolled(k, lam),
+        gs.OneStep(),
+        gs.Exact(gs.solvers.Dense()),
+    ][kind]
     cot = torch.randn(shape, generator=g, dtype=DT)
     check = gs.theory.check_ascent(problem, estimator, cot, dense=True)
     scale_ip = check.comparison.overall.estimate_norm * check.comparison.overall.reference_norm
@@ -92,10 +98,16 @@ def instance(seed: int) -> dict | None:
 def main(argv: list[str] | None = None) -> bool:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="60 instances (< 30 s)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="output folder (default: the committed results folder in full mode, a new "
+        "temporary folder in --quick mode, so a quick run never overwrites the results)",
+    )
     parser.add_argument("--instances", type=int, default=None)
     args = parser.parse_args(argv)
     N = args.instances or (60 if args.quick else 10_000)
-    OUT.mkdir(parents=True, exist_ok=True)
+    out = output_folder(args.out, args.quick, OUT, "theorem1_sufficiency")
     rows, skipped, seed = [], 0, 0
     while len(rows) < N:  # N scored instances; seeds without a fixed point are skipped
         row = instance(seed)
@@ -105,7 +117,7 @@ def main(argv: list[str] | None = None) -> bool:
         else:
             rows.append(row)
     df = pd.DataFrame(rows)
-    df.to_csv(OUT / "results.csv", index=False)
+    df.to_csv(out / "results.csv", index=False)
     summary = (
         df.groupby("verdict")
         .agg(
@@ -117,7 +129,7 @@ def main(argv: list[str] | None = None) -> bool:
         .reset_index()
     )
     summary.loc[len(summary)] = ["skipped (no fixed point)", skipped, 0, 0, float("nan")]
-    summary.to_csv(OUT / "summary.csv", index=False)
+    summary.to_csv(out / "summary.csv", index=False)
 
     df["ratio"] = (df.error_norm / df.threshold.where(df.threshold > 0)).clip(1e-6, 1e8)
     fig, ax = plt.subplots(figsize=(7.5, 5))
@@ -138,7 +150,7 @@ def main(argv: list[str] | None = None) -> bool:
     ax.set_ylabel("cosine(phantom, exact)")
     ax.set_title(f"Theorem 1 on {len(df)} random instances: {int(df.violation.sum())} violations")
     fig.tight_layout()
-    fig.savefig(OUT / "sufficiency.png", dpi=110)
+    fig.savefig(out / "sufficiency.png", dpi=110)
     plt.close(fig)
 
     holds = int((df.verdict == "holds").sum())

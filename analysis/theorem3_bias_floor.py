@@ -66,6 +66,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from outputs import output_folder
 
 DIM = 20
 EIG_RANGE = (0.1, 1.0)
@@ -249,7 +250,12 @@ def plot(df: pd.DataFrame, checkpoints: list[int], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="4 seeds, N = 10⁴")
-    parser.add_argument("--out", type=Path, default=RESULTS, help="output directory")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default: the committed results; a temporary folder with --quick)",
+    )
     args = parser.parse_args(argv)
     seeds, checkpoints = (4, [100, 1_000, 10_000]) if args.quick else (16, [1_000, 10_000, 100_000])
     epsilons = np.concatenate([[0.0], np.geomspace(1e-3, 1.0, 13)])
@@ -258,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     df = run_sgd(epsilons, seeds, checkpoints[-1], checkpoints)
     ok, lines, _ = verdict(df, checkpoints)
 
-    args.out.mkdir(parents=True, exist_ok=True)
+    args.out = output_folder(args.out, args.quick, RESULTS, "theorem3_bias_floor")
     df.to_csv(args.out / "floor.csv", index=False, float_format="%.6g")
     summary = (
         df.groupby(["bias", "epsilon"])

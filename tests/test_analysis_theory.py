@@ -26,9 +26,20 @@ def _load(name: str):
     return module
 
 
+def test_quick_mode_never_writes_the_committed_results(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ANALYSIS))
+    from outputs import output_folder
+
+    committed = tmp_path / "results"
+    quick = output_folder(None, True, committed, "x")
+    assert quick != committed and not committed.exists() and quick.is_dir()
+    assert output_folder(None, False, committed, "x") == committed
+    assert output_folder(tmp_path / "mine", True, committed, "x") == tmp_path / "mine"
+
+
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_quick_mode_passes(name, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ANALYSIS))  # the scripts import analysis/outputs.py
     module = _load(name)
-    monkeypatch.setattr(module, "OUT", tmp_path)  # keep the committed full-mode results
-    assert module.main(["--quick"]) is True
+    assert module.main(["--quick", "--out", str(tmp_path)]) is True
     assert list(tmp_path.glob("*.csv")) and list(tmp_path.glob("*.png"))
