@@ -2,7 +2,7 @@ r"""The ``gradscope`` command line: ``demo``, ``sweep`` and ``check``.
 
 Exit codes (``gradscope.cli_options``): 0 ok; 1 a finding the user asked to fail on
 (``--fail-on-violation``); 2 a usage error (bad argument, missing file or factory, factory
-returning the wrong things);
+returning the wrong things, an ``--out`` that cannot be written: all found before any work);
 3 the model could not be checked or the command crashed (the factory file or the factory
 raised or called ``sys.exit``, the model failed on the state, NaN or inf in the factory's
 data or the model's output, any unexpected exception). Errors go to stderr as one line
@@ -27,6 +27,7 @@ from .cli_options import (
     EXIT_USAGE,
     ModelError,
     UsageError,
+    check_out_folder,
     describe,
     parse_estimators,
 )
@@ -164,11 +165,18 @@ def _add_check(sub) -> None:
     )
 
 
+DEMO_OUT = "gradscope-report"
+"""Where ``gradscope demo`` writes without ``--out`` (``gradscope.demo.runner.settings``)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module's docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        out = args.out or (DEMO_OUT if args.command == "demo" else None)
+        if out:
+            check_out_folder(out)  # before any work: not after minutes of it
         if args.command == "demo":
             return run_demo(args)
         if args.command == "sweep":

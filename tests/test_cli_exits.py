@@ -4,13 +4,17 @@
 checked (the user's code raised or exited, its numbers are NaN or inf, or the work crashed).
 """
 
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import pytest
 
+import gradscope.cli
 import gradscope.cli_check
+import gradscope.cli_sweep
 from gradscope.cli import main
 
 FACTORY = """
@@ -201,3 +205,64 @@ def test_sys_exit_0_at_import_fails_the_ci_step(tmp_path):
     )
     assert out.returncode == 3 and out.stdout == ""
     assert "importing it called sys.exit(0)" in one_line_error(out.stderr)
+
+
+# ------------------------------------------------------------- --out: checked before any work
+@pytest.mark.parametrize("where", ["under_a_file", "is_a_file"])
+def test_check_an_unusable_out_exits_2_before_calling_the_factory(
+    factory_file, tmp_path, capsys, where
+):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    out = blocker / "report" if where == "under_a_file" else blocker
+    assert main(["check", f"{factory_file}:make", "--out", str(out)]) == 2
+    err = one_line_error(capsys.readouterr().err)
+    assert f"--out {out}" in err and "not a folder" in err
+    assert not (tmp_path / "factory-was-called").exists()  # no work was done
+
+
+def test_check_out_is_usable_then_the_factory_runs(factory_file, tmp_path):
+    out = tmp_path / "new" / "report"
+    assert main(["check", f"{factory_file}:make", "--out", str(out), "--quiet"]) == 0
+    assert (tmp_path / "factory-was-called").exists() and (out / "check.json").exists()
+
+
+def test_sweep_and_demo_check_out_before_any_work(tmp_path, capsys, monkeypatch):
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(gradscope.cli_sweep, "tanh_problem", no_work)
+    monkeypatch.setattr(gradscope.cli, "run_demo", no_work)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for command in ("sweep", "demo"):
+        out = blocker / "report"
+        assert main([command, "--out", str(out)]) == 2
+        err = one_line_error(capsys.readouterr().err, command)
+        assert f"--out {out}" in err and f"{blocker} is not a folder" in err
+
+
+def test_out_that_cannot_be_written_exits_2(tmp_path, capsys, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("the work started")
+
+    monkeypatch.setattr(gradscope.cli_sweep, "tanh_problem", no_work)
+    monkeypatch.setattr(tempfile, "TemporaryFile", denied)  # as in a folder without write access
+    assert main(["sweep", "--out", str(tmp_path / "report")]) == 2
+    err = one_line_error(capsys.readouterr().err, "sweep")
+    assert f"{tmp_path} is not writable (Permission denied)" in err
+
+
+@pytest.mark.skipif(sys.platform == "win32" or os.geteuid() == 0, reason="root may write anywhere")
+def test_out_in_a_read_only_folder_exits_2(tmp_path, capsys):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        assert main(["sweep", "--out", str(locked / "report")]) == 2
+    finally:
+        locked.chmod(0o700)
+    assert "not writable" in one_line_error(capsys.readouterr().err, "sweep")
