@@ -2,7 +2,8 @@
 
 The user's file provides a factory (``path/to/file.py:factory``) that returns the cell,
 its inputs and optionally h*, h0, a loss and a tolerance (:data:`FACTORY_HELP`). The file
-is executed as Python code (imported) and the factory called. Numerical failures (an equilibrium search or a solve that did not
+is executed as Python code (imported, without writing bytecode beside it) and the
+factory called. Numerical failures (an equilibrium search or a solve that did not
 converge, a series that grew, an h* that is not a fixed point) are findings of the
 check, read from the results' statuses and listed in its output; nothing is warned.
 
@@ -22,6 +23,7 @@ import functools
 import importlib.util
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +84,8 @@ class Built:
 def load_factory(target: str):
     """Import ``path/to/file.py:factory`` (executing the file) and return the callable.
 
+    No bytecode is written (no ``__pycache__`` beside the user's file).
+
     Returns:
         The factory.
 
@@ -100,6 +104,8 @@ def load_factory(target: str):
     if spec is None or spec.loader is None:  # no loader for the suffix (not a .py file)
         raise UsageError(f"{path}: not a Python file; expected path/to/file.py:factory")
     module = importlib.util.module_from_spec(spec)
+    dont_write_bytecode = sys.dont_write_bytecode
+    sys.dont_write_bytecode = True  # no __pycache__ beside the user's file
     try:
         spec.loader.exec_module(module)
     except SystemExit as error:  # sys.exit(0) must not pass a CI step silently
@@ -109,6 +115,8 @@ def load_factory(target: str):
         ) from error
     except Exception as error:
         raise ModelError(f"{path}: importing it failed with {describe(error)}") from error
+    finally:
+        sys.dont_write_bytecode = dont_write_bytecode
     factory = getattr(module, name, None)
     if factory is None:
         public = sorted(

@@ -266,3 +266,11 @@ def test_out_in_a_read_only_folder_exits_2(tmp_path, capsys):
     finally:
         locked.chmod(0o700)
     assert "not writable" in one_line_error(capsys.readouterr().err, "sweep")
+
+
+# ------------------------------------------------------------- the factory file
+def test_check_writes_no_bytecode_beside_the_users_file(factory_file, monkeypatch):
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)  # as without PYTHONDONTWRITEBYTECODE
+    assert main(["check", f"{factory_file}:make", "--estimators", "onestep", "--quiet"]) == 0
+    assert not (factory_file.parent / "__pycache__").exists()
+    assert sys.dont_write_bytecode is False  # restored
