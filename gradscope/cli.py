@@ -144,15 +144,30 @@ def _add_sweep(sub) -> None:
     )
 
 
+CHECK_DESCRIPTION = """\
+The theory report and the comparisons with the exact gradient for your own model.
+
+This executes path/to/file.py as Python code, with your permissions: check imports
+the file (running its top level, like `python file.py` would) and calls the factory.
+Only check files you trust. A file or factory that raises or calls sys.exit is an
+error (exit 3), never a silent pass.
+
+exit codes: 0 ok; 1 a violation (with --fail-on-violation); 2 a usage error (found before
+any work); 3 the model could not be checked (your code raised or exited, NaN or inf in
+its tensors or output) or the command crashed; --debug prints the traceback.
+"""
+
+
 def _add_check(sub) -> None:
     ck = sub.add_parser(
         "check",
-        help="theory report and comparisons for your own model",
+        help="theory report and comparisons for your own model (executes its file)",
+        description=CHECK_DESCRIPTION,
         epilog=EXAMPLES + "\n" + FACTORY_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(ck)
-    ck.add_argument("target", help="path/to/file.py:factory")
+    ck.add_argument("target", help="path/to/file.py:factory (the file is executed as Python code)")
     ck.add_argument(
         "--estimators",
         default="neumann:5:0.5,unrolled:5:0.5,onestep",

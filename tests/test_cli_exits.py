@@ -274,3 +274,11 @@ def test_check_writes_no_bytecode_beside_the_users_file(factory_file, monkeypatc
     assert main(["check", f"{factory_file}:make", "--estimators", "onestep", "--quiet"]) == 0
     assert not (factory_file.parent / "__pycache__").exists()
     assert sys.dont_write_bytecode is False  # restored
+
+
+def test_check_help_says_the_file_is_executed(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["check", "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "executes" in text and "as Python code" in text and "trust" in text
