@@ -1,8 +1,12 @@
 r"""The ``gradscope`` command line: ``demo``, ``sweep`` and ``check``.
 
-Exit codes: 0 ok; 1 a finding the user asked to fail on (``--fail-on-violation``);
-2 a usage error (bad argument, missing file or factory, factory returning the wrong
-things). Errors go to stderr as one line that says what was wrong and how to fix it.
+Exit codes (``gradscope.cli_options``): 0 ok; 1 a finding the user asked to fail on
+(``--fail-on-violation``); 2 a usage error (bad argument, missing file or factory, factory
+returning the wrong things, an ``--out`` that cannot be written: all found before any work);
+3 the model could not be checked or the command crashed (the factory file or the factory
+raised or called ``sys.exit``, the model failed on the state, NaN or inf in the factory's
+data or the model's output, any unexpected exception). Errors go to stderr as one line
+that says what was wrong; ``--debug`` adds the traceback above it.
 
 This module is the argument parser and the dispatch; each command lives in its own
 module (:mod:`gradscope.demo`, ``gradscope.cli_sweep``, ``gradscope.cli_check``),
@@ -13,10 +17,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Sequence
 
 from .cli_check import FACTORY_HELP, run_check
-from .cli_options import ESTIMATOR_SPEC, UsageError, parse_estimators
+from .cli_options import (
+    ESTIMATOR_SPEC,
+    EXIT_FAILED,
+    EXIT_USAGE,
+    ModelError,
+    UsageError,
+    check_out_folder,
+    describe,
+    parse_estimators,
+)
 from .cli_sweep import run_sweep
 from .demo import run_demo
 
@@ -54,6 +68,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of text (for scripts)")
     p.add_argument("--quiet", action="store_true", help="print nothing but errors")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument(
+        "--debug",
+        action="store_true",
+        help="on an error, also print the Python traceback (of your code, for a failing model)",
+    )
 
 
 def _add_demo(sub) -> None:
@@ -125,15 +144,30 @@ def _add_sweep(sub) -> None:
     )
 
 
+CHECK_DESCRIPTION = """\
+The theory report and the comparisons with the exact gradient for your own model.
+
+This executes path/to/file.py as Python code, with your permissions: check imports
+the file (running its top level, like `python file.py` would) and calls the factory.
+Only check files you trust. A file or factory that raises or calls sys.exit is an
+error (exit 3), never a silent pass.
+
+exit codes: 0 ok; 1 a violation (with --fail-on-violation); 2 a usage error (found before
+any work); 3 the model could not be checked (your code raised or exited, NaN or inf in
+its tensors or output) or the command crashed; --debug prints the traceback.
+"""
+
+
 def _add_check(sub) -> None:
     ck = sub.add_parser(
         "check",
-        help="theory report and comparisons for your own model",
+        help="theory report and comparisons for your own model (executes its file)",
+        description=CHECK_DESCRIPTION,
         epilog=EXAMPLES + "\n" + FACTORY_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _common(ck)
-    ck.add_argument("target", help="path/to/file.py:factory")
+    ck.add_argument("target", help="path/to/file.py:factory (the file is executed as Python code)")
     ck.add_argument(
         "--estimators",
         default="neumann:5:0.5,unrolled:5:0.5,onestep",
@@ -146,19 +180,45 @@ def _add_check(sub) -> None:
     )
 
 
+DEMO_OUT = "gradscope-report"
+"""Where ``gradscope demo`` writes without ``--out`` (``gradscope.demo.runner.settings``)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit code."""
+    """Run the command line; returns the exit code (see the module's docstring)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        out = args.out or (DEMO_OUT if args.command == "demo" else None)
+        if out:
+            check_out_folder(out)  # before any work: not after minutes of it
         if args.command == "demo":
             return run_demo(args)
         if args.command == "sweep":
             return run_sweep(args)
         return run_check(args)
     except UsageError as error:
-        print(f"gradscope {args.command}: error: {error}", file=sys.stderr)
-        return 2
+        return _error(args, error, str(error), EXIT_USAGE)
+    except ModelError as error:
+        return _error(args, error, str(error), EXIT_FAILED, hint=error.__cause__ is not None)
+    except SystemExit as error:  # argparse exits above, before the try: this is user code
+        by = " (by the model's code)" if args.command == "check" else ""
+        message = f"sys.exit({error.code!r}) was called while running gradscope {args.command}{by}"
+        return _error(args, error, message, EXIT_FAILED, hint=True)
+    except Exception as error:  # a crash: exit 3 and one line, never a traceback
+        return _error(args, error, f"unexpected {describe(error)}", EXIT_FAILED, hint=True)
+
+
+def _error(
+    args: argparse.Namespace, error: BaseException, message: str, code: int, hint: bool = False
+) -> int:
+    """Print the error as one line on stderr (the traceback above it with ``--debug``)."""
+    if args.debug:
+        traceback.print_exception(error)
+    elif hint:
+        message += " (rerun with --debug for the traceback)"
+    print(f"gradscope {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,6 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import tempfile
+from pathlib import Path
 
 import torch
 
@@ -18,7 +21,14 @@ from .estimators import Estimator, Exact, Neumann, OneStep, Unrolled
 
 __all__ = [
     "ESTIMATOR_SPEC",
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "EXIT_VIOLATION",
+    "ModelError",
     "UsageError",
+    "check_out_folder",
+    "describe",
     "emit",
     "json_default",
     "parse_estimators",
@@ -29,8 +39,63 @@ __all__ = [
 ESTIMATOR_SPEC = "exact | unrolled:K:λ | neumann:K:λ | onestep"
 
 
+EXIT_OK = 0
+"""The command ran; findings, even bad ones, are reported, not failed on."""
+EXIT_VIOLATION = 1
+"""``check --fail-on-violation`` found a violation."""
+EXIT_USAGE = 2
+"""A usage error: a bad argument, a missing file or factory, a factory's result of the
+wrong form, an unusable ``--out``; found before any work."""
+EXIT_FAILED = 3
+"""The model could not be checked, or the command crashed: the user's code raised or
+called ``sys.exit``, its numbers are NaN or inf, or an unexpected exception."""
+
+
 class UsageError(Exception):
     """A bad command-line argument or user file: reported on stderr, exit code 2."""
+
+
+class ModelError(Exception):
+    """The user's model could not be checked: reported on stderr, exit code 3.
+
+    Its factory file or factory raised or called ``sys.exit``, the model failed on the
+    state, or the factory's data (inputs, parameters, h*, the loss's gradient, F(h*)) is
+    NaN or inf. The user's exception, if any, is the ``__cause__`` (``--debug`` prints it).
+    """
+
+
+def describe(error: BaseException) -> str:
+    """``"KeyError: 'x'"``: an exception's type and message, on one line."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+def check_out_folder(text: str) -> None:
+    """Check, before any work, that ``--out`` is a folder that can be created and written.
+
+    Walks up to the nearest path that exists: it must be a folder (not a file, not a broken
+    link), and a file must be creatable in it (a temporary one, removed at once). Nothing
+    is created.
+
+    Raises:
+        UsageError: it is not, with the reason.
+
+    """
+    folder = Path(text)
+    existing = folder
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if existing == folder and not folder.is_dir():
+        raise UsageError(f"--out {text}: it exists and is not a folder")
+    if not existing.is_dir():
+        raise UsageError(f"--out {text}: cannot create the folder, {existing} is not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as error:
+        raise UsageError(
+            f"--out {text}: {existing} is not writable ({error.strerror or describe(error)})"
+        ) from None
 
 
 def parse_estimators(spec: str) -> list[Estimator]:

@@ -164,19 +164,8 @@ def make_scalar_inputs():
 def make_bad_loss():
     return {"cell": Cell().double(), "inputs": torch.ones(1, 3, dtype=torch.float64), "loss": 5}
 
-def make_loss_raises():
-    def loss(h):
-        raise ValueError("labels missing")
-    return {"cell": Cell().double(), "inputs": torch.ones(1, 3, dtype=torch.float64), "loss": loss}
-
 def make_long_tuple():
     return (Cell(), torch.ones(1, 3), None, None, None)
-
-def make_wrong_shape():
-    return {"cell": Cell().double(), "inputs": torch.ones(1, 5, dtype=torch.float64)}
-
-def make_raises():
-    raise RuntimeError("boom")
 """
 
 
@@ -247,14 +236,11 @@ def test_check_fail_on_violation(factory_file, capsys):
         (["check", "{f}"], "expected path/to/file.py:factory"),
         (["check", "{f}:missing"], "has no 'missing'"),
         (["check", "{f}:make_bad"], "the factory returned int"),
-        (["check", "{f}:make_raises"], "the factory raised RuntimeError: boom"),
         (["check", "{f}:make_function_without_params"], "a function cell needs 'params'"),
         (["check", "{f}:make_not_a_cell"], "'cell' is a int, not an nn.Module or a function"),
         (["check", "{f}:make_scalar_inputs"], "'inputs' is a int"),
         (["check", "{f}:make_bad_loss"], "'loss' is a int, not a callable"),
-        (["check", "{f}:make_loss_raises"], "the factory's loss raised ValueError: labels missing"),
         (["check", "{f}:make_long_tuple"], "the factory returned a tuple of 5 items"),
-        (["check", "{f}:make_wrong_shape"], "finding the equilibrium failed"),
         (["sweep", "--width", "0"], "both must be ≥ 1"),
         (["sweep", "--batch", "0"], "both must be ≥ 1"),
         (["sweep", "--model", "digits", "--rho", "0.5"], "does not apply to --model digits"),
