@@ -58,6 +58,33 @@ def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.complex128 if dtype == torch.float64 else torch.complex64
 
 
+def all_finite(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds no inf or NaN (LAPACK must not see one: MKL aborts the process).
+
+    Returns:
+        ``True`` when every entry is finite.
+
+    """
+    return bool(torch.isfinite(t).all())
+
+
+def nan_safe(
+    decompose: Callable[[torch.Tensor], torch.Tensor],
+    blocks: torch.Tensor,
+    shape: torch.Size,
+    dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """``decompose(blocks)``, or NaN of ``shape`` (and ``dtype``) when a block is not finite.
+
+    Returns:
+        The eigen- or singular values, NaN where they cannot be computed.
+
+    """
+    if all_finite(blocks):
+        return decompose(blocks)
+    return torch.full(shape, math.nan, dtype=dtype or blocks.dtype, device=blocks.device)
+
+
 def sort_by_modulus(values: torch.Tensor) -> torch.Tensor:
     """Sort along the last dimension by decreasing modulus (NaN last)."""
     order = torch.argsort(values.abs().nan_to_num(-1.0), dim=-1, descending=True)
@@ -161,6 +188,9 @@ def _leading_ritz(H: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tens
     """
     device = H.device
     Hc = H[:, : steps + 1, :steps].cpu()
+    if not all_finite(Hc):  # LAPACK aborts or raises on inf/NaN: report NaN instead
+        nan = torch.full((H.shape[0],), math.nan, dtype=H.dtype, device=device)
+        return nan, nan
     vals, vecs = torch.linalg.eig(Hc[:, :steps, :steps])
     lead = vals.abs().argmax(dim=1)
     idx = torch.arange(Hc.shape[0])
@@ -178,6 +208,9 @@ def _final_ritz(H: torch.Tensor, sizes: list, steps: int) -> tuple[torch.Tensor,
     for s in range(S):
         k = int(sizes[s])
         Hs = H_host[s, : k + 1, :k]
+        if not all_finite(Hs):  # a non-finite product: this row's spectrum is unknown
+            lead_res[s] = math.nan
+            continue
         vals, vecs = torch.linalg.eig(Hs[:k])
         order = torch.argsort(vals.abs(), descending=True)
         vals, vecs = vals[order], vecs[:, order]
@@ -244,6 +277,9 @@ def lanczos(apply: Flat, v0: torch.Tensor, method: Lanczos, which: str) -> Lancz
         V[:, j + 1] = torch.where(broken[:, None], 0.0, w / beta.clamp_min(1e-300)[:, None])
         steps = j + 1
         if steps % method.check_every == 0 or steps == m:
+            if not all_finite(T[:, :steps, :steps]):  # a non-finite product: give up
+                nan = torch.full_like(theta, math.nan)
+                return LanczosResult(nan, nan, steps, False)
             vals, vecs = torch.linalg.eigh(T[:, :steps, :steps])
             theta = vals[:, pick]
             residual = beta.abs() * vecs[:, steps - 1, pick].abs()

@@ -20,7 +20,7 @@ import torch
 from .._checks import check_damping, check_steps, fail
 from ..operators import Counted, LinearOperator, damped, jacobian_transpose
 from ..problem import FixedPointProblem
-from .krylov import flat_map, lanczos, sqrt_bound, start_block
+from .krylov import flat_map, lanczos, nan_safe, sqrt_bound, start_block
 from .methods import (
     DenseSpectrum,
     Lanczos,
@@ -199,10 +199,11 @@ def _singular(
     if isinstance(method, DenseSpectrum):
         blocks = forward.dense(per_sample=layout.by_sample)
         blocks = blocks if layout.by_sample else blocks[None]
-        s = torch.linalg.svdvals(torch.linalg.matrix_power(blocks, power))
+        powered = torch.linalg.matrix_power(blocks, power)
+        s = nan_safe(torch.linalg.svdvals, powered, powered.shape[:-1])
         per_sample = s[:, 0] if which == "max" else s[:, -1]
         residual = torch.zeros_like(per_sample)
-        steps, converged = 1, True
+        steps, converged = 1, bool(torch.isfinite(per_sample).all())
     else:
 
         def normal(v: torch.Tensor) -> torch.Tensor:  # (Aᵀ)^k A^k v

@@ -9,6 +9,7 @@ with Jᵀ, which has the same eigenvalues) or a
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -17,7 +18,15 @@ import torch
 from ..layout import SampleLayout
 from ..operators import Counted, LinearOperator, jacobian_transpose
 from ..problem import FixedPointProblem
-from .krylov import arnoldi, complex_dtype, flat_map, sort_by_modulus, start_block
+from .krylov import (
+    all_finite,
+    arnoldi,
+    complex_dtype,
+    flat_map,
+    nan_safe,
+    sort_by_modulus,
+    start_block,
+)
 from .methods import (
     Arnoldi,
     DenseSpectrum,
@@ -85,9 +94,13 @@ def spectral_radius(
     if isinstance(method, DenseSpectrum):
         blocks = op.dense(per_sample=layout.by_sample)
         blocks = blocks if layout.by_sample else blocks[None]
-        vals = sort_by_modulus(torch.linalg.eigvals(blocks))
+        values = nan_safe(
+            torch.linalg.eigvals, blocks, blocks.shape[:-1], complex_dtype(blocks.dtype)
+        )
+        vals = sort_by_modulus(values)
         residual = vals.real.new_zeros(vals.shape[0])
-        return _result(quantity, method, vals, vals, residual, layout.n, True, 1, start)
+        finite = all_finite(values)
+        return _result(quantity, method, vals, vals, residual, layout.n, finite, 1, start)
     if isinstance(method, PowerIteration):
         return _power_radius(quantity, op, layout, method, start)
     if isinstance(method, ScipyEigs):
@@ -176,7 +189,8 @@ def _scipy_radius(
     vals_t = torch.as_tensor(out, device=like.device).to(complex_dtype(like.dtype))
     residual_t = torch.as_tensor(residuals, dtype=like.dtype, device=like.device)
     most = max(counts)
-    return _result(quantity, method, vals_t, vals_t, residual_t, most, True, most, start)
+    finite = all_finite(residual_t)  # a non-finite block has a NaN residual
+    return _result(quantity, method, vals_t, vals_t, residual_t, most, finite, most, start)
 
 
 def _arpack_block(one, n: int, method: ScipyEigs, rng) -> tuple[np.ndarray, float]:
@@ -187,6 +201,8 @@ def _arpack_block(one, n: int, method: ScipyEigs, rng) -> tuple[np.ndarray, floa
     k = min(method.eigenvalues, n - 2)
     if k < 1:  # ARPACK needs k < n − 1: tiny blocks go dense
         M = np.stack([one(e) for e in np.eye(n)], axis=1)
+        if not np.isfinite(M).all():  # LAPACK must not see inf/NaN
+            return np.full(n, np.nan + 0j), math.nan
         vals, vecs = np.linalg.eig(M)
     else:
         operator = ScipyOperator((n, n), matvec=one, dtype=np.float64)

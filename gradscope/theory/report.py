@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_tensor
+from .._checks import check_tensor, fail
 from ..estimators import Estimator, Exact, check_estimator, estimate_gradient
 from ..metrics import Comparison
 from ..operators import jacobian_transpose
@@ -214,6 +214,13 @@ def check_theory(
     dense = problem.h_star.numel() <= 64 if dense is None else dense
     spectral_dense = dense or jacobian_transpose(problem).layout().n <= 64
     radius, norm, smin = _spectrum(problem, spectral_dense)
+    if not math.isfinite(radius.value):
+        fail(
+            call,
+            "the Jacobian J = ∂F/∂h at h* is not finite (a product with J returned inf or "
+            "NaN: F is not differentiable at h*, e.g. sqrt or abs at 0, or overflows); "
+            "expected a finite J. The spectrum and the theory checks need one.",
+        )
     mu = eigenvalues_of(call, radius)
     limit, optimum = damping_limit(mu), optimal_damping(mu)
     setting = Setting.of(estimator, optimum)
