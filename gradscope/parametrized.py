@@ -23,18 +23,26 @@ the forward after ``reset_norm``), passes it in for the call, and afterwards put
 plain tensor attribute of every submodule back as it was (the same objects). TorchDEQ
 is recognised by the ``_deq_norm`` attribute that ``apply_norm`` sets; torchdeq is never
 imported.
+
+A parameter that F still does not reach gets a zero gradient and is named in the
+estimate's ``unreached`` with an :class:`UnreachedParameterWarning`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["functional_call", "normed_weights"]
+__all__ = ["UnreachedParameterWarning", "functional_call", "normed_weights", "warn_unreached"]
+
+
+class UnreachedParameterWarning(UserWarning):
+    """A parameter to be differentiated is not reached by F: its gradient is reported as zeros."""
 
 
 def functional_call(
@@ -120,6 +128,23 @@ def normed_weights(
                     computed[name] = norm.compute_weight(view, name, dim)
         found.update({dot + name: w for name, w in computed.items()})
     return found
+
+
+def warn_unreached(call: str, names: tuple[str, ...], stacklevel: int = 3) -> None:
+    """Issue an :class:`UnreachedParameterWarning` that names the unreached parameters."""
+    if not names:
+        return
+    warnings.warn(
+        f"gradscope.{call}: F does not reach {len(names)} parameter(s) to be differentiated: "
+        f"{list(names)}. Autograd finds no path from F's output to them, so their gradients "
+        "are reported as zeros (listed in the estimate's .unreached). If F should use them, "
+        "the module reads a tensor derived from them outside the swapped parameters (a "
+        "cached weight, a parametrization cache); gradscope recomputes the weights of "
+        "torch.nn.utils.parametrize, torch.nn.utils.weight_norm and TorchDEQ's apply_norm. "
+        "Otherwise leave them out (from_module(params=[...])) or set requires_grad=False.",
+        UnreachedParameterWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _torchdeq_kind(norm: object) -> str | None:

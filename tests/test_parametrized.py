@@ -26,8 +26,9 @@ import torch
 from torch import nn
 
 import gradscope as gs
+from gradscope.estimators.estimate import run_estimator
 from gradscope.operators import jacobian_transpose, param_jvp
-from gradscope.parametrized import functional_call, normed_weights
+from gradscope.parametrized import UnreachedParameterWarning, functional_call, normed_weights
 
 DT = torch.float64
 D, N, B = 6, 3, 4
@@ -192,8 +193,10 @@ def rel_err(a, b):
 def estimate(cell, h, x, c, estimator):
     problem = gs.FixedPointProblem.from_module(cell, h, x)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no FixedPointWarning
-        return gs.estimate_gradient(problem, c, estimator)
+        warnings.simplefilter("error")  # no UnreachedParameterWarning, no FixedPointWarning
+        est = gs.estimate_gradient(problem, c, estimator)
+    assert est.unreached == ()
+    return est
 
 
 # ---------------------------------------------------------------------- gradients
@@ -413,3 +416,94 @@ def test_stale_weights_after_a_parameter_change_show_as_an_inexact_fixed_point()
         cell.W.weight_g.mul_(1.5)  # an optimiser step without reset_norm
     with pytest.warns(gs.FixedPointWarning):
         gs.FixedPointProblem.from_module(cell, h, x)
+
+
+# ---------------------------------------------------------------------- unreached parameters
+class WithUnused(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3, dtype=DT)
+        self.unused = nn.Parameter(torch.ones(2, dtype=DT))
+        with torch.no_grad():
+            self.lin.weight.mul_(0.2)
+
+    def forward(self, h):
+        return torch.tanh(self.lin(h))
+
+
+def _unused_problem():
+    cell = WithUnused()
+    h = torch.zeros(3, dtype=DT)
+    with torch.no_grad():
+        for _ in range(200):
+            h = cell(h)
+    return gs.FixedPointProblem.from_module(cell, h)
+
+
+@pytest.mark.parametrize(
+    "estimator", [gs.Exact(), gs.Unrolled(3, 0.5), gs.Neumann(3, 0.5), gs.OneStep()]
+)
+def test_an_unused_parameter_is_listed_and_warned_once(estimator):
+    problem = _unused_problem()
+    c = torch.ones(3, dtype=DT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = gs.estimate_gradient(problem, c, estimator)
+    unreached = [w for w in caught if issubclass(w.category, UnreachedParameterWarning)]
+    assert len(unreached) == 1 and len(caught) == 1
+    assert "'unused'" in str(unreached[0].message)
+    assert unreached[0].filename == __file__  # points at the caller
+    assert est.unreached == ("unused",)
+    assert torch.equal(est.grads["unused"], torch.zeros(2, dtype=DT))
+    assert float(est.grads["lin.weight"].norm()) > 0
+    assert "unreached=['unused']" in repr(est)
+
+
+def test_run_estimator_lists_without_warning_and_a_chosen_subset_is_clean():
+    problem = _unused_problem()
+    c = torch.ones(3, dtype=DT)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        est = run_estimator(problem, c, gs.Exact())
+    assert est.unreached == ("unused",)
+    chosen = gs.FixedPointProblem.from_module(
+        problem.module, problem.h_star, params=["lin.weight", "lin.bias"]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert gs.estimate_gradient(chosen, c).unreached == ()
+
+
+def test_from_function_with_an_unused_parameter():
+    W = torch.tensor([[0.5, 0.1], [0.0, 0.4]], dtype=DT)
+    problem = gs.FixedPointProblem.from_function(
+        lambda p, h: p["W"] @ h, {"W": W, "b": torch.ones(2, dtype=DT)}, torch.zeros(2, dtype=DT)
+    )
+    with pytest.warns(UnreachedParameterWarning, match=r"\['b'\]"):
+        est = gs.estimate_gradient(problem, torch.ones(2, dtype=DT))
+    assert est.unreached == ("b",)
+    assert gs.estimators.GradientEstimate.from_grads({"W": W}).unreached == ()
+
+
+@pytest.mark.parametrize("kind", ["torchdeq_weight_norm", "torchdeq_spectral_norm"])
+def test_the_old_stale_weight_call_would_have_been_caught(kind):
+    # The call gradscope used to make: functional_call swaps weight_g/weight_v (or
+    # weight_orig/weight_g) but the forward reads the cached weight.
+    cell, F, p, x, h, c = case(kind)
+    params = {n: q for n, q in cell.named_parameters()}
+
+    def old_fn(q, h, x):
+        return torch.func.functional_call(cell, q, (h, x))
+
+    old = gs.FixedPointProblem.from_function(old_fn, params, h, x)
+    normed = tuple(n for n in params if n != "U.bias")
+    with pytest.warns(UnreachedParameterWarning) as caught:
+        est = gs.estimate_gradient(old, c, gs.Exact(gs.solvers.Dense()))
+    assert len(caught) == 1
+    assert est.unreached == normed
+    for name in normed:
+        assert name in str(caught[0].message)
+        assert torch.equal(est.grads[name], torch.zeros_like(p[name]))
+    exact = estimate(cell, h, x, c, gs.Exact(gs.solvers.Dense()))  # the fix: nothing unreached
+    assert rel_err(exact.grads, reference_exact(F, p, h, x, c)) <= 1e-10
+    assert rel_err(est.grads, exact.grads) > 0.1

@@ -44,6 +44,7 @@ __all__ = [
     "param_jacobian_dense",
     "param_jvp",
     "param_vjp",
+    "param_vjp_and_unreached",
 ]
 
 
@@ -214,7 +215,8 @@ def param_vjp(
     """``(F_θᵀ v, F_xᵀ v)``: the parameter gradients (a dict) and input gradients.
 
     One VJP through the problem's linearization. An input that is not floating gets
-    ``None``; one that F does not use gets zeros.
+    ``None``; a parameter or input that F does not use gets zeros
+    (:func:`param_vjp_and_unreached` also says which parameters those are).
 
     Args:
         problem: the equilibrium.
@@ -224,18 +226,40 @@ def param_vjp(
         The parameter gradients and the input gradients.
 
     """
+    params, inputs, _ = param_vjp_and_unreached(problem, v)
+    return params, inputs
+
+
+def param_vjp_and_unreached(
+    problem: FixedPointProblem, v: torch.Tensor
+) -> tuple[Params, tuple[torch.Tensor | None, ...], tuple[str, ...]]:
+    """:func:`param_vjp`, and the names of the parameters that F's graph does not reach.
+
+    Autograd finds no path from F's output to an unreached parameter; its gradient is
+    reported as zeros.
+
+    Args:
+        problem: the equilibrium.
+        v: a state-shaped vector (the adjoint u).
+
+    Returns:
+        The parameter gradients, the input gradients and the unreached parameters' names
+        (in ``param_names`` order).
+
+    """
     lin = problem.linearization
     float_inputs = [x for x in lin.inputs if x.is_floating_point()]
     leaves = [*lin.params.values(), *float_inputs]
     if not leaves:
-        return {}, tuple(None for _ in lin.inputs)
+        return {}, tuple(None for _ in lin.inputs), ()
     grads = torch.autograd.grad(lin.output, leaves, v, retain_graph=True, allow_unused=True)
     full = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
     n = len(lin.params)
     params = dict(zip(lin.params, full[:n]))
+    unreached = tuple(name for name, g in zip(lin.params, grads[:n]) if g is None)
     it = iter(full[n:])
     inputs = tuple(next(it) if x.is_floating_point() else None for x in lin.inputs)
-    return params, inputs
+    return params, inputs, unreached
 
 
 def param_jvp(problem: FixedPointProblem, z: torch.Tensor) -> torch.Tensor:
