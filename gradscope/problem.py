@@ -5,7 +5,10 @@ A deep equilibrium layer defines its output as the solution of ``h* = F(h*, x; Î
 gradient estimators, the operators and the theory checks can look at it without
 touching the user's model: parameters enter through :func:`torch.func.functional_call`
 as detached aliases, buffers as copies, so no ``.grad`` and no running statistic of the
-module changes.
+module changes. Weights derived from parameters are derived from the aliases
+(:mod:`gradscope.parametrized`: TorchDEQ's ``apply_norm``, ``torch.nn.utils.parametrize``,
+the ``torch.nn.utils.weight_norm`` hook), and every attribute the forward touches is put
+back afterwards.
 
 Shapes: a state ``h`` of two or more dimensions is batched, dimension 0 indexing the
 samples; a 0-D or 1-D state is one sample.
@@ -33,6 +36,7 @@ from ._checks import (
 from ._memory import GraphMeter
 from .exceptions import FixedPointWarning
 from .layout import samples_independent
+from .parametrized import functional_call
 from .residual import FixedPointResidual, default_fixed_point_rtol, relative_residual
 
 __all__ = ["FixedPointProblem"]
@@ -194,6 +198,12 @@ class FixedPointProblem:
     ) -> FixedPointProblem:
         """Build the problem of a module whose ``forward(h, *inputs)`` returns the next h.
 
+        F calls the module through :func:`gradscope.parametrized.functional_call`: the
+        gradients are those of the leaf parameters (``weight_g``, ``weight_v``,
+        ``parametrizations.weight.original0``, â€¦), and weights normalised by TorchDEQ's
+        ``apply_norm`` are recomputed from them in F instead of read from the cache that
+        ``reset_norm`` fills. The module's attributes are as before after every call.
+
         Args:
             module: the cell F.
             h_star: the equilibrium.
@@ -225,7 +235,7 @@ class FixedPointProblem:
         buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
 
         def fn(p: Params, h: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
-            return torch.func.functional_call(module, {**buffers, **p}, (h, *xs))
+            return functional_call(module, {**buffers, **p}, (h, *xs))
 
         problem = object.__new__(cls)
         problem._build(call, fn, h_star, inputs, chosen, rtol, check, module)

@@ -38,7 +38,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from .._checks import fail
-from ..operators import Counted, jacobian_transpose, param_vjp
+from ..operators import Counted, jacobian_transpose
+from ..operators.jacobian import param_vjp_and_unreached
 from ..status import Status
 
 if TYPE_CHECKING:
@@ -80,6 +81,10 @@ class Adjoint:
 class Gradient:
     """What :meth:`~gradscope.Estimator.gradient` returns: the gradients and what they cost.
 
+    ``unreached`` names the parameters that F's graph does not reach (their gradients
+    are zeros); an estimator that overrides :meth:`~gradscope.Estimator.gradient` fills
+    it from the ``None`` results of ``torch.autograd.grad(..., allow_unused=True)``.
+
     Example:
         >>> import torch, gradscope as gs
         >>> W = torch.tensor([[0.5, 0.1], [0.0, 0.4]], dtype=torch.float64)
@@ -97,6 +102,7 @@ class Gradient:
     graph_bytes: int
     status: Status
     series_ratio: float | None = None
+    unreached: tuple[str, ...] = ()
 
 
 class Estimator(ABC):
@@ -151,12 +157,19 @@ class Estimator(ABC):
         graph_bytes = problem.linearization.graph_bytes  # built here if not yet
         JT = Counted(jacobian_transpose(problem))
         adjoint = as_adjoint(self.adjoint(JT, g), self.name, g)
-        grads, input_grads = param_vjp(problem, adjoint.value)
+        grads, input_grads, unreached = param_vjp_and_unreached(problem, adjoint.value)
         status = adjoint.status
         if status.ok and not _finite(grads, input_grads):
             status = Status.NON_FINITE
         return Gradient(
-            grads, input_grads, adjoint, JT.count + 1, graph_bytes, status, adjoint.series_ratio
+            grads,
+            input_grads,
+            adjoint,
+            JT.count + 1,
+            graph_bytes,
+            status,
+            adjoint.series_ratio,
+            unreached,
         )
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .._checks import check_finite, check_same_dtype_device, check_tensor, fail
+from ..parametrized import warn_unreached
 from ..problem import FixedPointProblem, Params, check_problem
 from ..solvers import Solution
 from ..solvers.solve import describe_failure
@@ -85,6 +86,10 @@ class GradientEstimate:
             solve, a growing series, non-finite values).
         series_ratio: the damped series' last term relative to ‖g‖: Neumann's
             ``(B_λᵀ)^(k−1) g``, Unrolled's cotangent carried back to h₀ (> 1: it grew).
+        unreached: the parameters that F does not reach (autograd finds no path from
+            F's output to them): their gradients in ``grads`` are zeros, not estimates.
+            :func:`~gradscope.estimate_gradient` warns about them
+            (:class:`~gradscope.parametrized.UnreachedParameterWarning`).
 
     Example:
         >>> import torch
@@ -103,6 +108,7 @@ class GradientEstimate:
     cost: Cost | None = None
     status: Status = Status.SUCCESS
     series_ratio: float | None = None
+    unreached: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -141,7 +147,8 @@ class GradientEstimate:
         cost = ""
         if self.cost is not None:
             cost = f", vjps={self.cost.vjps}, seconds={self.cost.seconds:.4f}"
-        return f"GradientEstimate({self.name}, params={list(self.grads)}{cost})"
+        unreached = f", unreached={list(self.unreached)}" if self.unreached else ""
+        return f"GradientEstimate({self.name}, params={list(self.grads)}{unreached}{cost})"
 
 
 def user_gradient(
@@ -216,6 +223,9 @@ def estimate_gradient(
         (a failed solve, a growing or non-finite series) a
         :class:`~gradscope.ConvergenceWarning` is issued (an :class:`~gradscope.Exact`
         whose solver has ``strict=True`` raises :class:`~gradscope.ConvergenceError`).
+        When F does not reach a parameter (its gradient is zeros), one
+        :class:`~gradscope.parametrized.UnreachedParameterWarning` names them all
+        (they are listed in the estimate's ``unreached``).
 
     Raises:
         TypeError, ValueError: bad input (the message says which and how to fix it).
@@ -235,6 +245,7 @@ def estimate_gradient(
 
     """
     estimate = run_estimator(problem, cotangent, estimator, call="estimate_gradient")
+    warn_unreached("estimate_gradient", estimate.unreached, stacklevel=3)
     if not estimate.status.ok:
         report(estimate.failure_message("estimate_gradient"), strict=estimate.strict)
     return estimate
@@ -277,4 +288,5 @@ def run_estimator(
         cost,
         gradient.status,
         gradient.series_ratio,
+        tuple(gradient.unreached),
     )

@@ -76,11 +76,12 @@ class Unrolled(DampedSteps):
         found = torch.autograd.grad(h, leaves, g, allow_unused=True)
         full = [torch.zeros_like(leaf) if gr is None else gr for leaf, gr in zip(leaves, found)]
         grads = dict(zip(params, full[: len(params)]))
+        unreached = tuple(n for n, gr in zip(params, found[: len(params)]) if gr is None)
         rest = iter(full[len(params) : -1])
         input_grads = tuple(next(rest) if x.is_floating_point() else None for x in inputs)
         ratio = trajectory_ratio(g, full[-1])
         status = unrolled_status(self.steps, ratio, full[:-1])
-        return Gradient(grads, input_grads, None, self.steps, meter.bytes, status, ratio)
+        return Gradient(grads, input_grads, None, self.steps, meter.bytes, status, ratio, unreached)
 
 
 def trajectory_ratio(g: torch.Tensor, g_h0: torch.Tensor) -> float:

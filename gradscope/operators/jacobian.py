@@ -6,7 +6,10 @@ from
 * ``Jᵀv``, ``F_θᵀ v`` and ``F_xᵀ v``: vector–Jacobian products that walk the one
   autograd graph of F at h* again
   (:attr:`FixedPointProblem.linearization <gradscope.FixedPointProblem.linearization>`);
-* ``Jv`` and ``F_θ z``: Jacobian–vector products by forward-mode AD (:func:`torch.func.jvp`).
+* ``Jv`` and ``F_θ z``: Jacobian–vector products by forward-mode AD (:func:`torch.func.jvp`);
+  where an op of F has no forward-mode rule (``torch._weight_norm``, which
+  ``torch.nn.utils.weight_norm`` and ``parametrizations.weight_norm`` call), by two
+  reverse passes through the linearization instead.
 
 Whether the samples of a batched h* are independent is decided once per problem
 (:attr:`FixedPointProblem.samples_independent <gradscope.FixedPointProblem.samples_independent>`)
@@ -41,6 +44,7 @@ __all__ = [
     "param_jacobian_dense",
     "param_jvp",
     "param_vjp",
+    "param_vjp_and_unreached",
 ]
 
 
@@ -126,12 +130,61 @@ class _JacobianForward(FunctionOperator):
 def _jvp(problem: FixedPointProblem) -> Callable[[torch.Tensor], torch.Tensor]:
     params = {n: t.detach() for n, t in problem.params.items()}
     inputs = tuple(x.detach() for x in problem.inputs)
+    fallback: list[Callable[[list[torch.Tensor]], torch.Tensor]] = []
 
     def jvp(v: torch.Tensor) -> torch.Tensor:
-        _, tangent = torch.func.jvp(
-            lambda h: problem.fn(params, h, *inputs), (problem.h_star,), (v,)
-        )[:2]
-        return tangent
+        if not fallback:
+            try:
+                _, tangent = torch.func.jvp(
+                    lambda h: problem.fn(params, h, *inputs), (problem.h_star,), (v,)
+                )[:2]
+                return tangent
+            except NotImplementedError as error:
+                if not _no_forward_ad(error):
+                    raise
+            lin = problem.linearization
+            fallback.append(_jvp_by_two_vjps(lin.output, [lin.h]))
+        return fallback[0]([v])
+
+    return jvp
+
+
+def _no_forward_ad(error: NotImplementedError) -> bool:
+    """Whether ``error`` is torch's "no forward AD for this op" (``torch._weight_norm``, …)."""
+    return "forward AD" in str(error)
+
+
+def _jvp_by_two_vjps(
+    output: torch.Tensor, leaves: list[torch.Tensor]
+) -> Callable[[list[torch.Tensor]], torch.Tensor]:
+    """``tangents ↦ ∂output/∂leaves · tangents`` by reverse mode twice, for ops without forward AD.
+
+    ``a(w) = (∂output/∂leaves)ᵀ w`` is linear in ``w``, so the JVP is the VJP of ``a`` at
+    ``w = 0``: ``∂⟨a(w), t⟩/∂w``. ``a`` is recorded once (a backward with
+    ``create_graph``); each JVP is then one backward through it.
+
+    Returns:
+        The map from one tangent per leaf to the output-shaped product.
+
+    """
+    w = torch.zeros_like(output, requires_grad=True)
+    with torch.enable_grad():
+        firsts = torch.autograd.grad(
+            output, leaves, w, retain_graph=True, create_graph=True, allow_unused=True
+        )
+
+    def jvp(tangents: list[torch.Tensor]) -> torch.Tensor:
+        pairs = [(a, t) for a, t in zip(firsts, tangents) if a is not None and a.requires_grad]
+        if not pairs:
+            return torch.zeros_like(output)
+        (out,) = torch.autograd.grad(
+            [a for a, _ in pairs],
+            w,
+            [t for _, t in pairs],
+            retain_graph=True,
+            allow_unused=True,
+        )
+        return torch.zeros_like(output) if out is None else out.detach()
 
     return jvp
 
@@ -162,7 +215,8 @@ def param_vjp(
     """``(F_θᵀ v, F_xᵀ v)``: the parameter gradients (a dict) and input gradients.
 
     One VJP through the problem's linearization. An input that is not floating gets
-    ``None``; one that F does not use gets zeros.
+    ``None``; a parameter or input that F does not use gets zeros
+    (:func:`param_vjp_and_unreached` also says which parameters those are).
 
     Args:
         problem: the equilibrium.
@@ -172,22 +226,46 @@ def param_vjp(
         The parameter gradients and the input gradients.
 
     """
+    params, inputs, _ = param_vjp_and_unreached(problem, v)
+    return params, inputs
+
+
+def param_vjp_and_unreached(
+    problem: FixedPointProblem, v: torch.Tensor
+) -> tuple[Params, tuple[torch.Tensor | None, ...], tuple[str, ...]]:
+    """:func:`param_vjp`, and the names of the parameters that F's graph does not reach.
+
+    Autograd finds no path from F's output to an unreached parameter; its gradient is
+    reported as zeros.
+
+    Args:
+        problem: the equilibrium.
+        v: a state-shaped vector (the adjoint u).
+
+    Returns:
+        The parameter gradients, the input gradients and the unreached parameters' names
+        (in ``param_names`` order).
+
+    """
     lin = problem.linearization
     float_inputs = [x for x in lin.inputs if x.is_floating_point()]
     leaves = [*lin.params.values(), *float_inputs]
     if not leaves:
-        return {}, tuple(None for _ in lin.inputs)
+        return {}, tuple(None for _ in lin.inputs), ()
     grads = torch.autograd.grad(lin.output, leaves, v, retain_graph=True, allow_unused=True)
     full = [torch.zeros_like(leaf) if g is None else g for leaf, g in zip(leaves, grads)]
     n = len(lin.params)
     params = dict(zip(lin.params, full[:n]))
+    unreached = tuple(name for name, g in zip(lin.params, grads[:n]) if g is None)
     it = iter(full[n:])
     inputs = tuple(next(it) if x.is_floating_point() else None for x in lin.inputs)
-    return params, inputs
+    return params, inputs, unreached
 
 
 def param_jvp(problem: FixedPointProblem, z: torch.Tensor) -> torch.Tensor:
     """``F_θ z``: the parameter JVP for a flat parameter vector z (``param_names`` order).
+
+    By forward-mode AD, or by two reverse passes where an op of F has no forward rule.
 
     Args:
         problem: the equilibrium.
@@ -203,9 +281,15 @@ def param_jvp(problem: FixedPointProblem, z: torch.Tensor) -> torch.Tensor:
     for n, p in params.items():
         tangents[n] = z[offset : offset + p.numel()].reshape(p.shape)
         offset += p.numel()
-    _, out = torch.func.jvp(
-        lambda q: problem.fn(q, problem.h_star, *inputs), (params,), (tangents,)
-    )[:2]
+    try:
+        _, out = torch.func.jvp(
+            lambda q: problem.fn(q, problem.h_star, *inputs), (params,), (tangents,)
+        )[:2]
+    except NotImplementedError as error:
+        if not _no_forward_ad(error):
+            raise
+        lin = problem.linearization
+        return _jvp_by_two_vjps(lin.output, list(lin.params.values()))(list(tangents.values()))
     return out
 
 
