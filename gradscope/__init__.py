@@ -72,7 +72,12 @@ from . import (
     theory as theory,
 )
 from .estimators import Estimator, Exact, Neumann, OneStep, Unrolled, estimate_gradient
-from .exceptions import ConvergenceError, ConvergenceWarning, FixedPointWarning
+from .exceptions import (
+    ConvergenceError,
+    ConvergenceWarning,
+    FixedPointWarning,
+    UnreachedParameterWarning,
+)
 from .fixed_point import find_fixed_point
 from .layers import ImplicitLayer
 from .metrics import compare
@@ -96,6 +101,7 @@ __all__ = [
     "Neumann",
     "OneStep",
     "Status",
+    "UnreachedParameterWarning",
     "Unrolled",
     "check_theory",
     "compare",

@@ -12,7 +12,12 @@ Three kinds of trouble get three answers (see the design notes):
 
 from __future__ import annotations
 
-__all__ = ["ConvergenceError", "ConvergenceWarning", "FixedPointWarning"]
+__all__ = [
+    "ConvergenceError",
+    "ConvergenceWarning",
+    "FixedPointWarning",
+    "UnreachedParameterWarning",
+]
 
 
 class ConvergenceWarning(UserWarning):
@@ -25,3 +30,12 @@ class FixedPointWarning(UserWarning):
 
 class ConvergenceError(RuntimeError):
     """Raised instead of :class:`~gradscope.ConvergenceWarning` when ``strict=True``."""
+
+
+class UnreachedParameterWarning(UserWarning):
+    """A parameter to be differentiated is not reached by F: its gradient is reported as zeros.
+
+    A parameter that F does not use has no path in autograd; gradscope lists it on the
+    estimate (``GradientEstimate.unreached``) and warns once per call, so a zero is never
+    mistaken for an estimate (TorchDEQ's cached normed weights were one such case).
+    """

@@ -84,6 +84,8 @@ class Comparison:
         overall: :class:`~gradscope.metrics.Agreement` over all parameters together.
         per_param: :class:`~gradscope.metrics.Agreement` per parameter name.
         per_input: :class:`~gradscope.metrics.Agreement` per input (``None`` where either side has none).
+        unreached: the parameters F does not reach in either estimate (zeros on that side,
+            not estimates; marked in the table).
 
     Example:
         >>> import torch, gradscope as gs
@@ -101,6 +103,7 @@ class Comparison:
     overall: Agreement
     per_param: dict[str, Agreement] = field(default_factory=dict)
     per_input: tuple[Agreement | None, ...] = ()
+    unreached: tuple[str, ...] = ()
 
     # The overall numbers, as attributes of the comparison itself.
     @property
@@ -140,6 +143,7 @@ class Comparison:
             "reference": self.reference,
             "overall": {**asdict(self.overall), "ascent": self.overall.ascent},
             "per_param": {n: {**asdict(a), "ascent": a.ascent} for n, a in self.per_param.items()},
+            "unreached": list(self.unreached),
             "per_input": [
                 None if a is None else {**asdict(a), "ascent": a.ascent} for a in self.per_input
             ],
@@ -148,7 +152,9 @@ class Comparison:
     def table(self) -> str:
         """A text table: one row overall, one per parameter, one per input."""
         rows = [("(all parameters)", self.overall)]
-        rows += list(self.per_param.items())
+        rows += [
+            (f"{n} (unreached)" if n in self.unreached else n, a) for n, a in self.per_param.items()
+        ]
         rows += [(f"input[{i}]", a) for i, a in enumerate(self.per_input) if a is not None]
         width = max(len(r[0]) for r in rows)
         head = f"{'':<{width}}  {'cosine':>8}  {'rel.err':>9}  {'abs.err':>9}  {'inner':>10}  {'norm ratio':>10}  ascent"
@@ -158,6 +164,8 @@ class Comparison:
                 f"{name:<{width}}  {a.cosine:>8.4f}  {a.relative_error:>9.3e}  {a.absolute_error:>9.3e}  "
                 f"{a.inner:>10.3e}  {a.norm_ratio:>10.4f}  {'yes' if a.ascent else 'NO'}"
             )
+        if self.unreached:
+            lines.append(f"unreached by F (zero gradients, not estimates): {list(self.unreached)}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -214,7 +222,8 @@ def compare(estimate: GradientEstimate, reference: GradientEstimate) -> Comparis
         Agreement.from_sums(*next(input_values)) if e is not None and r is not None else None
         for e, r in pairs
     )
-    return Comparison(estimate.name, reference.name, overall, per_param, per_input)
+    unreached = tuple(n for n in names if n in set(estimate.unreached) | set(reference.unreached))
+    return Comparison(estimate.name, reference.name, overall, per_param, per_input, unreached)
 
 
 def _check_comparable(estimate: GradientEstimate, reference: GradientEstimate) -> None:

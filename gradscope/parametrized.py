@@ -25,7 +25,7 @@ is recognised by the ``_deq_norm`` attribute that ``apply_norm`` sets; torchdeq 
 imported.
 
 A parameter that F still does not reach gets a zero gradient and is named in the
-estimate's ``unreached`` with an :class:`UnreachedParameterWarning`.
+estimate's ``unreached`` with an :class:`~gradscope.UnreachedParameterWarning`.
 """
 
 from __future__ import annotations
@@ -38,11 +38,9 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["UnreachedParameterWarning", "functional_call", "normed_weights", "warn_unreached"]
+from .exceptions import UnreachedParameterWarning
 
-
-class UnreachedParameterWarning(UserWarning):
-    """A parameter to be differentiated is not reached by F: its gradient is reported as zeros."""
+__all__ = ["functional_call", "normed_weights", "warn_unreached"]
 
 
 def functional_call(
@@ -131,7 +129,7 @@ def normed_weights(
 
 
 def warn_unreached(call: str, names: tuple[str, ...], stacklevel: int = 3) -> None:
-    """Issue an :class:`UnreachedParameterWarning` that names the unreached parameters."""
+    """Issue an :class:`~gradscope.UnreachedParameterWarning` that names the unreached parameters."""
     if not names:
         return
     warnings.warn(

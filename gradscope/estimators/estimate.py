@@ -89,7 +89,7 @@ class GradientEstimate:
         unreached: the parameters that F does not reach (autograd finds no path from
             F's output to them): their gradients in ``grads`` are zeros, not estimates.
             :func:`~gradscope.estimate_gradient` warns about them
-            (:class:`~gradscope.parametrized.UnreachedParameterWarning`).
+            (:class:`~gradscope.UnreachedParameterWarning`).
 
     Example:
         >>> import torch
@@ -224,7 +224,7 @@ def estimate_gradient(
         :class:`~gradscope.ConvergenceWarning` is issued (an :class:`~gradscope.Exact`
         whose solver has ``strict=True`` raises :class:`~gradscope.ConvergenceError`).
         When F does not reach a parameter (its gradient is zeros), one
-        :class:`~gradscope.parametrized.UnreachedParameterWarning` names them all
+        :class:`~gradscope.UnreachedParameterWarning` names them all
         (they are listed in the estimate's ``unreached``).
 
     Raises:

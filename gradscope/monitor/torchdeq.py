@@ -16,6 +16,7 @@ from torch import nn
 
 from ..estimators import Estimator
 from ..fixed_point import find_fixed_point
+from ..parametrized import functional_call
 
 __all__ = ["ClosureCell", "register_torchdeq", "torchdeq_stats"]
 
@@ -112,7 +113,8 @@ def _functional(cell: nn.Module, func, z0: torch.Tensor, rtol: float, max_steps:
     names = [n for n, p in cell.named_parameters() if p.requires_grad]
 
     def fn(params, h):
-        return torch.func.functional_call(holder, {f"cell.{n}": p for n, p in params.items()}, (h,))
+        # gradscope's functional_call: TorchDEQ-normed weights recomputed from params
+        return functional_call(holder, {f"cell.{n}": p for n, p in params.items()}, (h,))
 
     def prepare():
         fp = find_fixed_point(func, h0=z0, rtol=rtol, max_steps=max_steps, warn=False)

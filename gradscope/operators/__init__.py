@@ -20,6 +20,7 @@ from .jacobian import (
     param_jacobian_dense,
     param_jvp,
     param_vjp,
+    param_vjp_and_unreached,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "param_jacobian_dense",
     "param_jvp",
     "param_vjp",
+    "param_vjp_and_unreached",
 ]

@@ -216,7 +216,7 @@ def param_vjp(
 
     One VJP through the problem's linearization. An input that is not floating gets
     ``None``; a parameter or input that F does not use gets zeros
-    (:func:`param_vjp_and_unreached` also says which parameters those are).
+    (:func:`~gradscope.operators.param_vjp_and_unreached` also says which parameters those are).
 
     Args:
         problem: the equilibrium.
