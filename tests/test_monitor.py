@@ -377,3 +377,31 @@ def test_torchdeq_model_is_monitored():
     assert (
         gs.compare(gs.estimators.GradientEstimate.from_grads({"W.weight": torchdeq_grad}), ours).cosine > 0.99
     )
+
+
+def test_torchdeq_model_with_weight_norm_is_monitored_on_its_real_parameters():
+    # TorchDEQ's apply_norm caches `weight`, recomputed from weight_g/weight_v only by
+    # reset_norm: the adapter must differentiate weight_g/weight_v (it used to see zeros).
+    torchdeq = pytest.importorskip("torchdeq")
+    from torchdeq.norm import apply_norm, reset_norm
+
+    generator = torch.Generator().manual_seed(0)
+    cell = gs.synthetic.TanhCell(8, 0.6, generator=generator)
+    apply_norm(cell, "weight_norm")
+    cell.double()  # float64, so that the exact reference certifies 1e-8
+    reset_norm(cell)
+    assert {"W.weight_g", "W.weight_v"} <= {n for n, _ in cell.named_parameters()}
+    deq = torchdeq.get_deq(f_solver="fixed_point_iter", f_max_iter=80, f_tol=1e-7, grad=5, tau=0.5)
+    monitor = gs.GradientMonitor(
+        estimators=[gs.Neumann(30, 1.0)], schedule=gs.monitor.Every(1), exact=gs.Exact(gs.solvers.GMRES(rtol=1e-8))
+    )
+    monitor.attach_torchdeq(deq, cell, name="torchdeq", training_estimator=gs.Unrolled(5, 0.5))
+    x = torch.randn(4, 8, generator=generator, dtype=torch.float64)
+    reset_norm(cell)
+    z_out, _ = deq(lambda z: cell(z, x), torch.zeros(4, 8, dtype=torch.float64))
+    z_out[-1].square().sum().backward()
+    df = monitor.dataframe()
+    assert monitor.errors == 0 and monitor.observations == 1
+    rows = df[(df.metric == "cosine") & (df.estimator == "Neumann(30, 1)")].set_index("param").value
+    # ρ(J) ≤ 0.6: 30 undamped Neumann terms reach the exact gradient on every parameter
+    assert rows["W.weight_g"] > 0.999 and rows["W.weight_v"] > 0.999
