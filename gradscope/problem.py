@@ -235,7 +235,12 @@ class FixedPointProblem:
         buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
 
         def fn(p: Params, h: torch.Tensor, *xs: torch.Tensor) -> torch.Tensor:
-            return functional_call(module, {**buffers, **p}, (h, *xs))
+            # Fresh copies of the buffers at every call: a layer that updates a buffer in
+            # place (BatchNorm in train mode: num_batches_tracked += 1, the running
+            # statistics) then writes into a tensor made inside the call, which forward-mode
+            # transforms (torch.func.jvp) allow, and every call sees the same buffers.
+            fresh = {n: b.clone() for n, b in buffers.items()}
+            return functional_call(module, {**fresh, **p}, (h, *xs))
 
         problem = object.__new__(cls)
         problem._build(call, fn, h_star, inputs, chosen, rtol, check, module)

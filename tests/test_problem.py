@@ -185,3 +185,39 @@ def test_float32_residual_does_not_overflow_to_nan():
     with pytest.warns(gs.FixedPointWarning):
         off = gs.FixedPointProblem.from_function(fn, {"a": torch.tensor(1.5)}, h)
     assert abs(off.residual.max_relative - 1 / 3) < 1e-6  # was NaN: the squared norm overflowed
+
+
+def test_batchnorm_in_train_mode_works_through_forward_mode_products():
+    # num_batches_tracked += 1 inside torch.func.jvp used to raise ("mutate a captured
+    # Tensor") in J v, spectral_norm, check_theory and the spectral extras
+    torch.manual_seed(0)
+
+    class Cell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 4)
+            self.bn = torch.nn.BatchNorm1d(4)
+
+        def forward(self, h, x):
+            return torch.tanh(self.bn(0.3 * self.lin(h)) + x)
+
+    cell = Cell().double().train()
+    before = {n: b.clone() for n, b in cell.named_buffers()}
+    x = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    fp = gs.find_fixed_point(cell, x, h0=torch.zeros(8, 4, dtype=torch.float64), max_steps=50, warn=False)
+    for n, b in cell.named_buffers():  # the forward solve ran the user's module: reset its stats
+        b.copy_(before[n])
+    # the products are compared with jacrev at the same state: h* need not be exact here
+    problem = gs.FixedPointProblem.from_module(cell, fp.value, x, check=False)
+    assert not problem.samples_independent  # BatchNorm couples the samples
+    J = torch.func.jacrev(lambda h: problem.fn(problem.params, h, *problem.inputs))(problem.h_star).reshape(32, 32)
+    v = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    Jv = gs.operators.jacobian_transpose(problem).T(v)
+    torch.testing.assert_close(Jv.reshape(-1), J @ v.reshape(-1), rtol=1e-12, atol=1e-12)
+    norm = gs.spectral.spectral_norm(problem)
+    assert abs(norm.value - float(torch.linalg.matrix_norm(J, 2))) < 1e-8 * norm.value
+    smin = gs.spectral.smallest_singular_value(problem, gs.spectral.DenseSpectrum())  # J by JVPs
+    eye = torch.eye(32, dtype=torch.float64)
+    assert abs(smin.value - float(torch.linalg.svdvals(eye - J).min())) < 1e-10
+    for n, b in cell.named_buffers():  # gradscope never touched the user's statistics
+        assert torch.equal(b, before[n]), n
