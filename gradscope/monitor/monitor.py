@@ -7,7 +7,7 @@ TorchDEQ adapter is ``gradscope.monitor.torchdeq``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -43,8 +43,12 @@ class GradientMonitor:
         sinks: where rows go (:class:`~gradscope.monitor.CSVSink`, :class:`~gradscope.monitor.JSONLSink`,
             :class:`~gradscope.monitor.TensorBoardSink`, :class:`~gradscope.monitor.LoggingSink`, or any object with
             ``write(rows)`` and ``close()``).
-        extra: optional ``extra(problem, exact, estimates) -> {name: float}`` for more
-            quantities (ρ(J), ‖J‖₂, the Theorem-1 verdict); see :func:`~gradscope.monitor.spectral_norm_extra`.
+        extra: optional ``extra(problem, exact, estimates) -> {name: float}``, or a list
+            of them, for more quantities (ρ(J), ‖J‖₂, the Theorem-1 verdict); see
+            :func:`~gradscope.monitor.spectral_norm_extra`. ``exact`` is None when the
+            reference raised. An extra that raises loses only its own rows: it leaves a
+            row ``error`` = 1 (role ``extra``, estimator: the extra's ``__name__``) and a
+            logged, counted error.
         per_param: also record the comparison per parameter tensor (every metric of the
             overall comparison: cosine, relative and absolute error, inner product, norm
             ratio).
@@ -55,7 +59,9 @@ class GradientMonitor:
     Attributes:
         records: the rows (dicts with keys ``step, layer, role, estimator, param, metric,
             value``).
-        errors: number of observations that raised (logged, training went on).
+        errors: number of exceptions caught (each logged; training went on): an
+            observed quantity or a whole observation that raised, a sink whose write
+            failed.
         warnings: number of numerical failures in the monitor's own computations (an
             estimate whose :class:`~gradscope.Status` is not ok); each is logged and
             recorded (rows ``status_<status>``), none is warned.
@@ -108,7 +114,12 @@ class GradientMonitor:
                 TypeError,
             )
         if extra is not None and not callable(extra):
-            fail(call, f"extra={extra!r}; expected a callable or None.", TypeError)
+            if not isinstance(extra, Sequence) or not all(callable(e) for e in extra):
+                fail(
+                    call,
+                    f"extra={extra!r}; expected a callable, a list of callables or None.",
+                    TypeError,
+                )
         self.estimators = estimators
         self.exact = exact
         self.schedule = schedule
@@ -294,14 +305,15 @@ class GradientMonitor:
             torchdeq_stats: internal: TorchDEQ's forward statistics.
 
         Returns:
-            The rows recorded (an ``error`` row when the monitor failed).
+            The rows recorded: ``error`` rows for the quantities that raised (role
+            ``monitor`` when the whole observation failed).
 
         """
         step = self._next_step(name) if step is None else step
         g = cotangent.detach()
         device = g.device
         rng_devices = [device.index or 0] if device.type == "cuda" else []
-        observation = Observation(step, name)
+        observation = Observation(step, name, raise_errors=self.raise_errors)
         try:
             with torch.random.fork_rng(devices=rng_devices):
                 if prepare is not None:
@@ -322,14 +334,18 @@ class GradientMonitor:
                     per_param=self.per_param,
                     extra=self.extra,
                 )
-            for key, value in (torchdeq_stats or {}).items():
-                observation.add("forward", "torchdeq", key, value)
+            if torchdeq_stats:
+                with observation.guard("forward", "torchdeq"):
+                    for key, value in torchdeq_stats.items():
+                        observation.add("forward", "torchdeq", key, value)
             self._count_failures(observation)
             rows = observation.rows
             self.observations += 1
         except Exception as error:
             self._fail(error, f"step {step}, {name}")
             rows = [row(step, name, "monitor", "monitor", "all", "error", 1.0)]
+        for failed in observation.errors:  # quantities that raised: their rows are gone
+            self._fail(failed.error, f"step {step}, {name}, {failed.role} {failed.quantity}")
         self._emit(rows)
         return rows
 

