@@ -13,6 +13,7 @@ import pathlib
 
 import pytest
 import torch
+from torch import nn
 
 import gradscope as gs
 
@@ -109,3 +110,71 @@ def test_an_estimator_that_raises_loses_only_its_own_rows(caplog):
     )
     with pytest.raises(RuntimeError, match="kaboom"):
         _observe(strict)
+
+
+# --------------------------------------------------------------------- the reference
+class Linear(nn.Module):
+    """F(h, x) = W h + x."""
+
+    def __init__(self, W):
+        super().__init__()
+        self.W = nn.Parameter(W)
+
+    def forward(self, h, x):
+        return h @ self.W.T + x
+
+
+def _float32_case(d=16, radius=0.98, n=8):
+    """A float32 linear cell with eigenvalues in [−0.98, 0.98]: rtol 1e-6 is below its floor."""
+    generator = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=generator, dtype=F64))
+    W = Q @ torch.diag(torch.linspace(-radius, radius, d, dtype=F64)) @ Q.T
+    x = torch.randn(n, d, generator=generator, dtype=F64)
+    h = torch.linalg.solve(torch.eye(d, dtype=F64) - W, x.T).T
+    g = torch.randn(n, d, generator=generator)
+    return Linear(W.float()), h.float(), x.float(), g
+
+
+def test_the_default_reference_follows_the_dtype():
+    assert gs.GradientMonitor().exact.solver.rtol is None  # solve: default_solver_rtol(dtype)
+    monitor = gs.GradientMonitor(estimators=[gs.OneStep()], schedule=gs.monitor.Every(1))
+    _observe(monitor, n=3, case=_float32_case())
+    df = _frame(monitor.records)
+    exact = df[df.role == "exact"]
+    assert exact[exact.metric == "converged"].value.tolist() == [1.0, 1.0, 1.0]
+    assert exact[exact.metric == "residual"].value.max() <= gs.solvers.default_solver_rtol(
+        torch.float32
+    )
+    assert len(df[(df.metric == "cosine") & (df.param == "all")]) == 3
+    assert "reference_failed" not in set(df.metric) and monitor.warnings == 0
+
+
+def test_a_failed_reference_leaves_a_row_saying_so():
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()],
+        exact=gs.Exact(gs.solvers.GMRES(max_steps=1)),
+        schedule=gs.monitor.Every(1),
+    )
+    _observe(monitor, n=2, case=_float32_case())
+    df = _frame(monitor.records)
+    failed = df[df.metric == "reference_failed"]
+    assert failed.value.tolist() == [1.0, 1.0] and set(failed.role) == {"exact"}
+    assert set(failed.estimator) == {"Exact(GMRES)"}
+    assert set(df[df.metric.str.startswith("status_")].metric) == {"status_max_steps"}
+    assert "cosine" not in set(df.metric) and monitor.errors == 0 and monitor.warnings == 2
+
+
+def test_a_reference_that_raises_leaves_a_row_saying_so():
+    class Raising(gs.solvers.GMRES):
+        def iterate(self, A, b, x, layout):
+            raise RuntimeError("solver crashed")
+
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()], exact=gs.Exact(Raising()), schedule=gs.monitor.Every(1)
+    )
+    _observe(monitor)
+    df = _frame(monitor.records)
+    exact = df[df.role == "exact"].set_index("metric").value
+    assert exact["error"] == 1.0 and exact["reference_failed"] == 1.0
+    assert "vjps" in set(df[df.estimator == "OneStep"].metric)  # the estimator still ran
+    assert monitor.errors == 1 and monitor.observations == 1

@@ -20,7 +20,7 @@ from ..solvers import GMRES
 from .extras import Extra
 from .hooks import attach_layer, observer_hook
 from .observation import Observation, measure
-from .records import COLUMNS, require_pandas, row
+from .records import COLUMNS, REFERENCE_FAILED, require_pandas, row
 from .schedules import Every, Schedule
 from .torchdeq import register_torchdeq
 
@@ -37,7 +37,11 @@ class GradientMonitor:
             (default ``Neumann(5, 0.5)``, ``Unrolled(5, 0.5)``, ``OneStep()``); the
             estimator a watched :class:`~gradscope.ImplicitLayer` trains with is added
             (role ``"training"``).
-        exact: the reference (default ``Exact(GMRES(rtol=1e-6))``).
+        exact: the reference (default ``Exact(GMRES())``: its tolerance follows the dtype
+            of each observation, :func:`~gradscope.solvers.default_solver_rtol`, 1e-8 in
+            float64 and 1e-5 in float32, the floor a float32 solve can reach near
+            ρ(J) → 1). An observation whose reference fails or raises leaves a row
+            ``reference_failed`` = 1 (role ``exact``) and no comparisons.
         schedule: :class:`~gradscope.monitor.Every`, :class:`~gradscope.monitor.LogSpaced` or a callable ``step -> bool``
             (default ``Every(50)``).
         sinks: where rows go (:class:`~gradscope.monitor.CSVSink`, :class:`~gradscope.monitor.JSONLSink`,
@@ -102,7 +106,7 @@ class GradientMonitor:
         )
         for e in estimators:
             check_estimator(call, e, "estimators")
-        exact = Exact(GMRES(rtol=1e-6)) if exact is None else exact
+        exact = Exact(GMRES()) if exact is None else exact
         if not isinstance(exact, Exact):
             fail(call, f"exact={exact!r}; expected gradscope.Exact(solver).", TypeError)
         schedule = Every(50) if schedule is None else schedule
@@ -306,7 +310,7 @@ class GradientMonitor:
 
         Returns:
             The rows recorded: ``error`` rows for the quantities that raised (role
-            ``monitor`` when the whole observation failed).
+            ``monitor`` when the whole observation failed, with ``reference_failed``).
 
         """
         step = self._next_step(name) if step is None else step
@@ -343,7 +347,10 @@ class GradientMonitor:
             self.observations += 1
         except Exception as error:
             self._fail(error, f"step {step}, {name}")
-            rows = [row(step, name, "monitor", "monitor", "all", "error", 1.0)]
+            rows = [
+                row(step, name, "monitor", "monitor", "all", "error", 1.0),
+                row(step, name, "exact", self.exact.name, "all", REFERENCE_FAILED, 1.0),
+            ]
         for failed in observation.errors:  # quantities that raised: their rows are gone
             self._fail(failed.error, f"step {step}, {name}, {failed.role} {failed.quantity}")
         self._emit(rows)

@@ -12,7 +12,9 @@ inexact h* is not a failure of the monitor: the forward rows ``residual`` and
 
 Each observed quantity (the forward residual, the reference, each estimator, each
 ``extra``) is measured on its own: one that raises loses only its own rows, leaves a row
-``error`` = 1 in their place and an :class:`Error` for the monitor to log and count.
+``error`` = 1 in their place and an :class:`Error` for the monitor to log and count. A
+reference that failed or raised leaves a row ``reference_failed`` = 1
+(and the estimators are not compared).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from ..metrics import compare
 from ..problem import FixedPointProblem
 from ..status import Status
 from .extras import Extra, extra_name
-from .records import COMPARISON_METRICS, row
+from .records import COMPARISON_METRICS, REFERENCE_FAILED, row
 
 __all__ = ["Error", "Failure", "Observation", "build_problem", "measure"]
 
@@ -185,6 +187,8 @@ def measure(
         solved = rows.estimate("exact", problem, g, exact)
         _exact_rows(rows, solved)
         reference = solved
+    if reference is None or not reference.status.ok:
+        rows.add("exact", exact.name, REFERENCE_FAILED, 1.0)
     trusted = reference if reference is not None and reference.status.ok else None
     estimators = list(estimators)
     if training is not None and training not in estimators:
