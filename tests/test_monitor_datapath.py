@@ -9,7 +9,9 @@ kept records, and a reference solve that fails (or used to, in float32).
 from __future__ import annotations
 
 import logging
+import math
 import pathlib
+import types
 
 import pytest
 import torch
@@ -178,3 +180,54 @@ def test_a_reference_that_raises_leaves_a_row_saying_so():
     assert exact["error"] == 1.0 and exact["reference_failed"] == 1.0
     assert "vjps" in set(df[df.estimator == "OneStep"].metric)  # the estimator still ran
     assert monitor.errors == 1 and monitor.observations == 1
+
+
+# --------------------------------------------------------------------- summaries and plots
+def _mixed_frame():
+    """Three observations, the one at step 1 without a reference."""
+    good = gs.GradientMonitor(estimators=[gs.OneStep()], schedule=gs.monitor.Every(1))
+    bad = gs.GradientMonitor(
+        estimators=[gs.OneStep()],
+        exact=gs.Exact(gs.solvers.GMRES(max_steps=1)),
+        schedule=gs.monitor.Every(1),
+    )
+    case = _float32_case()
+    cell, h, x, g = case
+    for step, monitor in enumerate((good, bad, good)):
+        monitor.observe(cell, h, x, cotangent=g, step=step, name="deq")
+    return good, bad
+
+
+def test_summaries_and_plots_say_how_many_observations_lack_a_reference():
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("seaborn")
+    import matplotlib.pyplot as plt
+
+    from gradscope.demo import report
+
+    good, bad = _mixed_frame()
+    frame = _frame(good.records + bad.records)
+    for make in (
+        gs.plots.plot_metric,
+        gs.plots.plot_cosine_distribution,
+        gs.plots.plot_cost_accuracy,
+    ):
+        fig = make(frame)
+        titles = " ".join(ax.get_title() for ax in fig.axes)
+        plt.close(fig)
+        assert "1 of 3 observations without a reference" in titles, make.__name__
+    monitor = types.SimpleNamespace(
+        records=good.records + bad.records,
+        estimators=[gs.OneStep()],
+        observations=3,
+        errors=0,
+        warnings=1,
+        rows_lost=0,
+        records_dropped=0,
+    )
+    data = types.SimpleNamespace(x_train=torch.zeros(10, 64), x_test=torch.zeros(5, 64))
+    summary = report.summarise(monitor, gs.Neumann(5, 0.5), 0.9, 1.0, 3, 1, 16, [1.0], data, "SGD")
+    assert summary["observations_without_reference"] == 1
+    text = report.table({**summary, "backward": []})
+    assert "1 of 3 observations without a reference" in text
+    assert not math.isnan(summary["estimators"][1]["cosine_median"])
