@@ -8,9 +8,11 @@ kept records, and a reference solve that fails (or used to, in float32).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import pathlib
+import shutil
 import types
 
 import pytest
@@ -231,3 +233,130 @@ def test_summaries_and_plots_say_how_many_observations_lack_a_reference():
     text = report.table({**summary, "backward": []})
     assert "1 of 3 observations without a reference" in text
     assert not math.isnan(summary["estimators"][1]["cosine_median"])
+
+
+# --------------------------------------------------------------------- sinks that fail
+class FaultyFile:
+    """A file whose chosen methods raise OSError(ENOSPC), as on a full disk."""
+
+    def __init__(self, file, fail_on):
+        self._file, self._fail_on = file, fail_on
+
+    def __getattr__(self, name):
+        attr = getattr(self._file, name)
+        if name not in self._fail_on:
+            return attr
+
+        def fail(*args, **kwargs):
+            if name == "close":
+                self._file.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        return fail
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _faulty_open(monkeypatch, fail_on):
+    real_open = pathlib.Path.open
+    opened = []
+
+    def faulty_open(self, mode="r", *args, **kwargs):
+        file = real_open(self, mode, *args, **kwargs)
+        if not set(mode) & set("aw+"):
+            return file  # reading works on a full disk
+        file = FaultyFile(file, fail_on)
+        opened.append(file)
+        return file
+
+    monkeypatch.setattr(pathlib.Path, "open", faulty_open)
+    return opened
+
+
+@pytest.mark.parametrize("sink_type", [gs.monitor.CSVSink, gs.monitor.JSONLSink])
+def test_a_full_disk_on_write_is_counted_not_raised(tmp_path, monkeypatch, caplog, sink_type):
+    sink = sink_type(tmp_path / "r.out")
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[sink]
+    )
+    _faulty_open(monkeypatch, {"write", "flush"})
+    with caplog.at_level(logging.ERROR, logger="gradscope.monitor"):
+        with monitor:  # the with block ends without raising
+            _observe(monitor, n=2)
+    assert monitor.observations == 2
+    written = len(monitor.records)
+    assert monitor.rows_lost == written and monitor.errors >= 1
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("sink_type", [gs.monitor.CSVSink, gs.monitor.JSONLSink])
+def test_a_full_disk_on_close_is_counted_not_raised(tmp_path, monkeypatch, caplog, sink_type):
+    sink = sink_type(tmp_path / "r.out")
+    other = gs.monitor.JSONLSink(tmp_path / "other.jsonl")
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[sink, other]
+    )
+    opened = _faulty_open(monkeypatch, {"close"})
+    _observe(monitor)
+    with caplog.at_level(logging.ERROR, logger="gradscope.monitor"):
+        monitor.close()  # does not raise
+    assert monitor.errors >= 1
+    assert any("No space left" in r.getMessage() for r in caplog.records)
+    assert all(f._file.closed for f in opened)  # every sink was closed, the failing one too
+
+
+def test_a_sink_that_raises_loses_rows_counted(caplog):
+    class Refusing:
+        def write(self, rows):
+            raise OSError(errno.EIO, "I/O error")
+
+        def close(self):
+            raise OSError(errno.EIO, "I/O error at close")
+
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[Refusing()]
+    )
+    with caplog.at_level(logging.ERROR, logger="gradscope.monitor"):
+        with monitor:
+            _observe(monitor, n=2)
+    assert monitor.rows_lost == len(monitor.records) > 0
+    assert monitor.errors == 3  # two writes and the close
+    assert "rows_lost" in repr(monitor)
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_sink_folder_deleted_mid_run(tmp_path, caplog, suffix):
+    pytest.importorskip("pandas")
+    folder = tmp_path / "run"
+    sink = (gs.monitor.CSVSink if suffix == ".csv" else gs.monitor.JSONLSink)(folder / f"r{suffix}")
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[sink]
+    )
+    case = _case()
+    _observe(monitor, n=2, case=case)
+    before = len(monitor.records)
+    shutil.rmtree(folder)
+    with caplog.at_level(logging.ERROR, logger="gradscope.monitor"):
+        cell, h, x, g = case
+        monitor.observe(cell, h, x, cotangent=g, step=2)
+        monitor.close()
+    assert monitor.rows_lost == before and monitor.errors >= 1
+    assert any("deleted" in r.getMessage() for r in caplog.records)
+    back = gs.monitor.read_records(folder / f"r{suffix}")  # the rows after the deletion
+    assert len(back) == len(monitor.records) - before and set(back.step) == {2}
+
+
+def test_a_sink_file_deleted_before_close(tmp_path, caplog):
+    sink = gs.monitor.CSVSink(tmp_path / "r.csv")
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), sinks=[sink]
+    )
+    _observe(monitor)
+    (tmp_path / "r.csv").unlink()
+    with caplog.at_level(logging.ERROR, logger="gradscope.monitor"):
+        monitor.close()
+    assert monitor.rows_lost == len(monitor.records) and monitor.errors == 1

@@ -64,8 +64,11 @@ class GradientMonitor:
         records: the rows (dicts with keys ``step, layer, role, estimator, param, metric,
             value``).
         errors: number of exceptions caught (each logged; training went on): an
-            observed quantity or a whole observation that raised, a sink whose write
-            failed.
+            observed quantity or a whole observation that raised, a sink whose write or
+            close failed, plus the errors the file sinks handled themselves (a full disk,
+            a deleted file).
+        rows_lost: rows that did not reach a sink (a failed write, a file deleted
+            mid-run), summed over the sinks.
         warnings: number of numerical failures in the monitor's own computations (an
             estimate whose :class:`~gradscope.Status` is not ok); each is logged and
             recorded (rows ``status_<status>``), none is warned.
@@ -137,10 +140,11 @@ class GradientMonitor:
         self.keep_records = keep_records
         self.writer_rank = writer_rank
         self.records: list[dict] = []
-        self.errors = 0
         self.warnings = 0
         self.observations = 0
         self.last_error: str | None = None
+        self._errors = 0  # exceptions the monitor caught (the sinks count their own)
+        self._rows_lost = 0  # rows of failed sink writes (the sinks count their own)
         self._steps: dict[str, int] = {}  # the last step counted, per layer name
         self._detach: list[Callable[[], None]] = []
 
@@ -366,8 +370,8 @@ class GradientMonitor:
             logger.warning("%s", failure.message)
         observation.add("monitor", "monitor", "warnings", len(failures))
 
-    def _fail(self, error: Exception, where: str) -> None:
-        self.errors += 1
+    def _fail(self, error: BaseException, where: str) -> None:
+        self._errors += 1
         self.last_error = f"{type(error).__name__}: {error}"
         if self.raise_errors:
             raise error
@@ -384,7 +388,18 @@ class GradientMonitor:
             try:
                 sink.write(rows)
             except Exception as error:
-                self._fail(error, f"sink {type(sink).__name__}")
+                self._rows_lost += len(rows)
+                self._fail(error, f"sink {type(sink).__name__}: {len(rows)} rows lost")
+
+    @property
+    def errors(self) -> int:
+        """Exceptions caught (each logged), the errors the sinks handled themselves included."""
+        return self._errors + sum(_count(sink, "errors") for sink in self.sinks)
+
+    @property
+    def rows_lost(self) -> int:
+        """Rows that did not reach a sink (failed writes, files deleted mid-run), all sinks."""
+        return self._rows_lost + sum(_count(sink, "rows_lost") for sink in self.sinks)
 
     # ------------------------------------------------------------------ results
     def dataframe(self):
@@ -403,12 +418,36 @@ class GradientMonitor:
         return pd.DataFrame(self.records, columns=list(COLUMNS))
 
     def close(self) -> None:
-        """Detach the hooks and close the sinks."""
-        self.detach()
+        """Detach the hooks and close every sink; a failure is logged and counted, not raised.
+
+        A sink whose ``close`` raises (a full disk) does not keep the others open; with
+        ``raise_errors=True`` the first such exception is re-raised after all are closed.
+        """
+        first: Exception | None = None
+        try:
+            self.detach()
+        except Exception as error:
+            first = error
+            self._fail_quietly(error, "detach")
         for sink in self.sinks:
             close = getattr(sink, "close", None)
-            if close is not None:
+            if close is None:
+                continue
+            try:
                 close()
+            except Exception as error:
+                first = first or error
+                self._fail_quietly(error, f"closing sink {type(sink).__name__}")
+        if first is not None and self.raise_errors:
+            raise first
+
+    def _fail_quietly(self, error: Exception, where: str) -> None:
+        """Count and log an exception (never raise: close must close everything)."""
+        raise_errors, self.raise_errors = self.raise_errors, False
+        try:
+            self._fail(error, where)
+        finally:
+            self.raise_errors = raise_errors
 
     def __enter__(self) -> GradientMonitor:
         return self
@@ -418,10 +457,17 @@ class GradientMonitor:
 
     def __repr__(self) -> str:
         names = [e.name for e in self.estimators]
+        lost = f", rows_lost={self.rows_lost}" if self.rows_lost else ""
         return (
             f"GradientMonitor(exact={self.exact.name}, estimators={names}, "
-            f"observations={self.observations}, errors={self.errors})"
+            f"observations={self.observations}, errors={self.errors}{lost})"
         )
+
+
+def _count(sink: object, name: str) -> int:
+    """A sink's own counter (``errors``, ``rows_lost``), 0 for a sink without one."""
+    value = getattr(sink, name, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _rank() -> int:
