@@ -4,7 +4,9 @@ The file sinks never raise into training for a failing disk: a write or a close 
 fails (``OSError``: a full disk, a folder deleted mid-run) is logged on the
 ``gradscope.monitor`` logger and counted on the sink (``errors``, ``rows_lost``), and
 the :class:`~gradscope.GradientMonitor` adds those counts to its own. A write that fails
-midway is cut back to the last complete row.
+midway is cut back to the last complete row, and a file whose tail was torn by an
+earlier run (killed mid-row) is cut back the same way before rows are appended, so
+that :func:`read_records` never meets a torn row in the middle of a file.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 import json
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
@@ -26,16 +29,102 @@ __all__ = [
     "JSONLSink",
     "LoggingSink",
     "TensorBoardSink",
+    "TornRecordsWarning",
     "read_records",
 ]
 
 logger = logging.getLogger("gradscope.monitor")
 
 
+class TornRecordsWarning(UserWarning):
+    """:func:`~gradscope.monitor.read_records` skipped a torn final record.
+
+    A writer stopped mid-row (killed, or out of disk): the incomplete record is left out
+    rather than read with a truncated value.
+    """
+
+
+_CHUNK = 1 << 20
+_TAIL = 1 << 22
+
+
+def _csv_complete(data: bytes, quotes_before: int = 0) -> int | None:
+    """The length of the longest prefix of CSV ``data`` that ends with a complete record.
+
+    A record ends at a newline outside quotes. Python's csv writer quotes every field
+    that holds a quote (doubling it), so a position is inside a quoted field exactly
+    when an odd number of quotes precede it (``quotes_before``: those before ``data``).
+
+    Returns:
+        The length, or None when ``data`` holds no record boundary.
+
+    """
+    quotes = quotes_before + data.count(b'"')
+    end = len(data)
+    while end > 0:
+        newline = data.rfind(b"\n", 0, end)
+        if newline < 0:
+            return None
+        if (quotes - data.count(b'"', newline + 1)) % 2 == 0:
+            return newline + 1
+        end = newline
+    return None
+
+
+def _complete_length(path: Path, csv_quoting: bool) -> int:
+    """The length of the file's longest prefix that ends with a complete record.
+
+    Reads the file once in chunks (to count quotes) and its tail; a file that ends with
+    a complete record, the usual case, is not cut.
+
+    Returns:
+        The length in bytes (the file's size when nothing is torn).
+
+    """
+    with path.open("rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        file.seek(size - 1)
+        last = file.read(1)
+        quotes = 0
+        if csv_quoting:
+            file.seek(0)
+            for chunk in iter(lambda: file.read(_CHUNK), b""):
+                quotes += chunk.count(b'"')
+        if last == b"\n" and quotes % 2 == 0:
+            return size
+        start = max(0, size - _TAIL)
+        while True:
+            file.seek(start)
+            tail = file.read()
+            if csv_quoting:
+                found = _csv_complete(tail, quotes - tail.count(b'"'))
+            else:
+                found = tail.rfind(b"\n") + 1 or None
+            if found is not None:
+                return start + found
+            if start == 0:
+                return 0
+            start = 0  # a record longer than the tail: look at the whole file
+
+
+def _json_record(line: bytes) -> dict | None:
+    """The record a JSON line holds, or None when it is not a whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not set(COLUMNS) <= set(record):
+        return None
+    return record
+
+
 class _FileSink:
     """What the CSV and JSON-lines sinks share: opening, counting, surviving the disk."""
 
     _newline: str | None = None
+    _csv = False
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -100,11 +189,35 @@ class _FileSink:
     def _open(self) -> bool:
         """Open the file for appending; True when it is new (it needs a header)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
         new = not self.path.exists() or self.path.stat().st_size == 0
         self._file = self.path.open("a", encoding="utf-8", newline=self._newline)
         self._size = os.fstat(self._file.fileno()).st_size
         self._rows_in_file = 0
         return new
+
+    def _repair(self) -> None:
+        """Cut a torn tail (a run killed mid-row) off an existing file before appending."""
+        if not self.path.is_file():
+            return
+        complete = _complete_length(self.path, csv_quoting=self._csv)
+        size = self.path.stat().st_size
+        if complete < size and not self._csv:
+            with self.path.open("rb") as file:
+                file.seek(complete)
+                if _json_record(file.read()) is not None:  # a whole record without its newline
+                    with self.path.open("ab") as appended:
+                        appended.write(b"\n")
+                    return
+        if complete < size:
+            os.truncate(self.path, complete)
+            logger.warning(
+                "gradscope.monitor.%s: %s ended in a torn row (%d bytes: a run stopped "
+                "mid-row); cut it off before appending.",
+                type(self).__name__,
+                self.path,
+                size - complete,
+            )
 
     def _still_there(self, closing: bool = False) -> None:
         """If the open file was deleted (or moved) since it was opened, say so and drop it."""
@@ -178,7 +291,9 @@ class CSVSink(_FileSink):
     """Append records to a CSV file (header written once, flushed after each observation).
 
     The file is opened at the first write, so a sink that never writes (another rank's)
-    leaves no file. The file is UTF-8.
+    leaves no file. Any layer, parameter or metric name survives the trip through the
+    file and :func:`read_records` (fields with quotes, commas or newlines are quoted);
+    the file is UTF-8.
 
     A failing disk never raises into training: a write or close that fails is logged
     and counted (``errors``, ``rows_lost``), and so is a file deleted while the
@@ -206,6 +321,7 @@ class CSVSink(_FileSink):
     """
 
     _newline = ""
+    _csv = True
 
     def _format(self, rows: Sequence[dict]) -> str:
         buffer = io.StringIO(newline="")
@@ -344,17 +460,91 @@ class LoggingSink:
 def read_records(path: str | Path):
     """Read records written by :class:`~gradscope.monitor.CSVSink` or :class:`~gradscope.monitor.JSONLSink` into a pandas DataFrame.
 
+    Names come back exactly as written (quotes, commas, newlines, ``"nan"``: every
+    field but ``step`` and ``value`` is a string). A torn final record (a writer killed
+    mid-row or out of disk: the file does not end with a newline, or its last record
+    lacks fields) is skipped with a ``gradscope.monitor.sinks.TornRecordsWarning``
+    (a ``UserWarning``); it is never
+    read with a truncated value. A malformed record elsewhere raises.
+
     Returns:
         The DataFrame, with the columns in the order of the records.
 
     Raises:
         ImportError: pandas is not installed (``pip install gradscope[logging]``).
+        ValueError: a record before the last one is malformed.
 
     """
     pd = require_pandas()
     path = Path(path)
+    data = path.read_bytes()
     if path.suffix == ".jsonl":
-        frame = pd.read_json(path, lines=True, dtype={"param": str, "layer": str})
+        records, torn = _read_jsonl(path, data)
     else:
-        frame = pd.read_csv(path, dtype={"param": str, "layer": str, "estimator": str})
-    return frame[list(COLUMNS)]
+        records, torn = _read_csv(path, data)
+    if torn:
+        warnings.warn(
+            f"gradscope.monitor.read_records: {path} ends in a torn record ({torn}); "
+            "skipped it (the writer stopped mid-row).",
+            TornRecordsWarning,
+            stacklevel=2,
+        )
+    columns = {name: [record[i] for record in records] for i, name in enumerate(COLUMNS)}
+    frame = pd.DataFrame(columns, columns=list(COLUMNS))
+    return frame.astype({"step": "int64", "value": "float64"})
+
+
+def _record(path: Path, number: int, fields: Sequence) -> tuple:
+    """One record's fields as ``(step, layer, role, estimator, param, metric, value)``."""
+    if len(fields) != len(COLUMNS):
+        raise ValueError(
+            f"gradscope.monitor.read_records: {path}, record {number} has {len(fields)} "
+            f"fields; expected {len(COLUMNS)} ({', '.join(COLUMNS)}). The file is damaged."
+        )
+    try:
+        step, value = int(fields[0]), float(fields[-1])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"gradscope.monitor.read_records: {path}, record {number}: step {fields[0]!r} or "
+            f"value {fields[-1]!r} is not a number. The file is damaged."
+        ) from None
+    return (step, *(str(field) for field in fields[1:-1]), value)
+
+
+def _read_csv(path: Path, data: bytes) -> tuple[list[tuple], str]:
+    """The records of a CSV file (record 1 is the header) and what was torn off its end."""
+    complete = _csv_complete(data) or 0
+    torn = "the file does not end with a newline" if complete < len(data) else ""
+    rows = list(csv.reader(io.StringIO(data[:complete].decode("utf-8"), newline="")))
+    if not rows:
+        return [], torn
+    header, rows = rows[0], rows[1:]
+    if tuple(header) != COLUMNS:
+        raise ValueError(
+            f"gradscope.monitor.read_records: {path} has the header {header}; expected "
+            f"{list(COLUMNS)} (a file written by CSVSink)."
+        )
+    if rows and len(rows[-1]) < len(COLUMNS):
+        rows, torn = rows[:-1], f"its last record has {len(rows[-1])} fields"
+    return [_record(path, i + 2, fields) for i, fields in enumerate(rows)], torn
+
+
+def _read_jsonl(path: Path, data: bytes) -> tuple[list[tuple], str]:
+    """The records of a JSON-lines file and what was torn off its end."""
+    lines = data.split(b"\n")
+    records, torn = [], ""
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines[: last + 1]):
+        if not line.strip():
+            continue
+        record = _json_record(line)
+        if record is None:
+            if i == last:
+                torn = "its last line is not a whole record"
+                break
+            raise ValueError(
+                f"gradscope.monitor.read_records: {path}, line {i + 1} is not a JSON record "
+                f"with the fields {', '.join(COLUMNS)}. The file is damaged."
+            )
+        records.append(_record(path, i + 1, [record[name] for name in COLUMNS]))
+    return records, torn
