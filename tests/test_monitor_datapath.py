@@ -529,3 +529,26 @@ def test_a_killed_writer_leaves_every_completed_row_readable(tmp_path):
     assert frame.step.tolist() == list(range(len(frame)))
     assert frame.value.tolist() == [0.0703 * s for s in range(len(frame))]
     assert set(frame.layer) == {'a "b",\nc'}
+
+
+# --------------------------------------------------------------------- bounded memory
+def test_keep_records_int_bounds_the_rows_in_memory():
+    monitor = gs.GradientMonitor(
+        estimators=[gs.OneStep()], schedule=gs.monitor.Every(1), keep_records=25
+    )
+    case = _case()
+    _observe(monitor, n=1, case=case)
+    per_observation = len(monitor.records)
+    assert per_observation < 25 < 4 * per_observation
+    _observe(monitor, n=4, case=case)
+    assert len(monitor.records) == 25
+    assert monitor.records_dropped == 5 * per_observation - 25
+    assert monitor.records[-1]["step"] == 3  # the newest kept, the oldest dropped
+    assert "records_dropped" in repr(monitor)
+    everything = gs.GradientMonitor(estimators=[gs.OneStep()], schedule=gs.monitor.Every(1))
+    _observe(everything, n=3, case=case)
+    assert len(everything.records) == 3 * per_observation and everything.records_dropped == 0
+    with pytest.raises(ValueError, match="keep_records"):
+        gs.GradientMonitor(keep_records=-1)
+    with pytest.raises(TypeError, match="keep_records"):
+        gs.GradientMonitor(keep_records=2.5)

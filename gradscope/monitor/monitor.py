@@ -57,18 +57,23 @@ class GradientMonitor:
             overall comparison: cosine, relative and absolute error, inner product, norm
             ratio).
         raise_errors: re-raise exceptions from the monitor instead of logging them.
-        keep_records: keep rows in memory (for :meth:`dataframe`).
+        keep_records: keep rows in memory (for :meth:`dataframe`): ``True`` keeps every
+            row (unbounded: a row is a small dict, some 0.5 kB; with ``per_param`` an
+            observation makes a few dozen rows per estimator), an int ``n`` keeps the
+            newest ``n`` rows (the oldest are dropped and counted in
+            ``records_dropped``), ``False`` none. Sinks get every row either way.
         writer_rank: under ``torch.distributed``, the only rank that writes to sinks.
 
     Attributes:
-        records: the rows (dicts with keys ``step, layer, role, estimator, param, metric,
-            value``).
+        records: the rows kept in memory (dicts with keys ``step, layer, role, estimator,
+            param, metric, value``).
         errors: number of exceptions caught (each logged; training went on): an
             observed quantity or a whole observation that raised, a sink whose write or
             close failed, plus the errors the file sinks handled themselves (a full disk,
             a deleted file).
         rows_lost: rows that did not reach a sink (a failed write, a file deleted
             mid-run), summed over the sinks.
+        records_dropped: rows dropped from ``records`` by an int ``keep_records``.
         warnings: number of numerical failures in the monitor's own computations (an
             estimate whose :class:`~gradscope.Status` is not ok); each is logged and
             recorded (rows ``status_<status>``), none is warned.
@@ -98,10 +103,18 @@ class GradientMonitor:
         *,
         per_param: bool = True,
         raise_errors: bool = False,
-        keep_records: bool = True,
+        keep_records: bool | int = True,
         writer_rank: int = 0,
     ) -> None:
         call = "GradientMonitor"
+        if not isinstance(keep_records, int):  # bool is an int
+            fail(
+                call,
+                f"keep_records={keep_records!r}; expected True, False or an int (the rows kept).",
+                TypeError,
+            )
+        if not isinstance(keep_records, bool) and keep_records < 0:
+            fail(call, f"keep_records={keep_records}; expected a number of rows ≥ 0.")
         estimators = (
             [Neumann(5, 0.5), Unrolled(5, 0.5), OneStep()]
             if estimators is None
@@ -140,6 +153,7 @@ class GradientMonitor:
         self.keep_records = keep_records
         self.writer_rank = writer_rank
         self.records: list[dict] = []
+        self.records_dropped = 0
         self.warnings = 0
         self.observations = 0
         self.last_error: str | None = None
@@ -380,8 +394,7 @@ class GradientMonitor:
         )
 
     def _emit(self, rows: list[dict]) -> None:
-        if self.keep_records:
-            self.records.extend(rows)
+        self._keep(rows)
         if not self.sinks or _rank() != self.writer_rank:
             return
         for sink in self.sinks:
@@ -390,6 +403,26 @@ class GradientMonitor:
             except Exception as error:
                 self._rows_lost += len(rows)
                 self._fail(error, f"sink {type(sink).__name__}: {len(rows)} rows lost")
+
+    def _keep(self, rows: list[dict]) -> None:
+        """Keep rows in ``records``, the newest ``keep_records`` of them when an int."""
+        keep = self.keep_records
+        if keep is False:
+            return
+        self.records.extend(rows)
+        if keep is True:
+            return
+        excess = len(self.records) - keep
+        if excess > 0:
+            if not self.records_dropped:
+                logger.info(
+                    "gradscope.GradientMonitor: more than keep_records=%d rows; the oldest "
+                    "are dropped from monitor.records (counted in records_dropped; the sinks "
+                    "have them all).",
+                    keep,
+                )
+            del self.records[:excess]
+            self.records_dropped += excess
 
     @property
     def errors(self) -> int:
@@ -405,7 +438,8 @@ class GradientMonitor:
     def dataframe(self):
         """The records as a pandas DataFrame (needs pandas).
 
-        Columns: ``step, layer, role, estimator, param, metric, value``.
+        Columns: ``step, layer, role, estimator, param, metric, value``. With an int
+        ``keep_records`` only the newest rows are in memory (``records_dropped``).
 
         Returns:
             The DataFrame, one row per record.
@@ -458,9 +492,10 @@ class GradientMonitor:
     def __repr__(self) -> str:
         names = [e.name for e in self.estimators]
         lost = f", rows_lost={self.rows_lost}" if self.rows_lost else ""
+        dropped = f", records_dropped={self.records_dropped}" if self.records_dropped else ""
         return (
             f"GradientMonitor(exact={self.exact.name}, estimators={names}, "
-            f"observations={self.observations}, errors={self.errors}{lost})"
+            f"observations={self.observations}, errors={self.errors}{lost}{dropped})"
         )
 
 
