@@ -20,6 +20,7 @@ import sys
 import textwrap
 import time
 import types
+import warnings
 
 import pytest
 import torch
@@ -457,6 +458,32 @@ def test_any_name_round_trips_even_after_a_torn_tail(tmp_path, suffix):
     with pytest.warns(UserWarning, match="read_records"):
         frame = gs.monitor.read_records(path)
     assert frame.layer.tolist() == NAMES and frame.step.tolist() == list(range(len(NAMES)))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_a_file_cut_anywhere_reads_back_a_prefix_of_its_rows(tmp_path, suffix):
+    # wherever a writer stops (a multi-byte character included), what is read back is
+    # the complete rows before the cut, exactly; never a truncated value or name
+    pytest.importorskip("pandas")
+    names = [*NAMES, "é\u2028x"]
+    path = tmp_path / f"r{suffix}"
+    rows = [
+        {**ROW, "step": i, "layer": name, "param": name, "value": 0.0703 * (i + 1)}
+        for i, name in enumerate(names)
+    ]
+    _sunk(path, rows)
+    data = path.read_bytes()
+    for cut in range(1, len(data) + 1):
+        path.write_bytes(data[:cut])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            frame = gs.monitor.read_records(path)
+        n = len(frame)
+        assert frame.step.tolist() == list(range(n)), cut
+        assert frame.layer.tolist() == names[:n] and frame.param.tolist() == names[:n], cut
+        assert frame.value.tolist() == [0.0703 * (i + 1) for i in range(n)], cut
+    assert n == len(names)
 
 
 def test_a_quoted_layer_name_stays_readable_after_a_torn_tail(tmp_path):
