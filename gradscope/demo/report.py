@@ -14,6 +14,7 @@ import torch
 
 from .. import plots
 from ..monitor import THEOREM1_CODES, theorem1_verdict
+from ..monitor.records import observations_without_reference
 from ..problem import FixedPointProblem
 from ..spectral import spectral_radius
 
@@ -28,8 +29,18 @@ def median(values: list[float]) -> float:
 def summarise(
     monitor, estimator, test_accuracy, seconds, steps, every, width, losses, data, optimizer_name
 ) -> dict:
-    """The run in a dict: setting, accuracy, and per estimator the cosines and errors recorded."""
+    """The run in a dict: setting, accuracy, and per estimator the cosines and errors recorded.
+
+    ``observations_without_reference`` of ``observations_recorded`` had no reference
+    (their exact solve failed or raised: no comparison); ``rows_lost`` rows did not
+    reach a sink, ``records_dropped`` were dropped from memory (``keep_records``).
+
+    Returns:
+        The summary.
+
+    """
     records = monitor.records
+    without_reference, recorded = observations_without_reference(records)
     overall = [r for r in records if r["param"] == "all"]
 
     def values(role: str | None, name: str | None, metric: str) -> list[float]:
@@ -77,8 +88,12 @@ def summarise(
         "rho_J_end": rho[-1] if rho else math.nan,
         "theorem1": _count_verdicts(verdicts),
         "observations": monitor.observations,
+        "observations_recorded": recorded,
+        "observations_without_reference": without_reference,
         "monitor_errors": monitor.errors,
         "monitor_failures": monitor.warnings,
+        "rows_lost": getattr(monitor, "rows_lost", 0),
+        "records_dropped": getattr(monitor, "records_dropped", 0),
         "estimators": rows,
     }
 
@@ -122,12 +137,7 @@ def table(s: dict) -> str:
         "(* = the gradient the model trains with. cosine and rel.err: at the monitored steps, against the exact",
         " gradient; backward ms: median of one gradient at the trained equilibrium, graph of F included)",
         "",
-        f"ρ(J) at the equilibrium: {s['rho_J_start']:.3f} → {s['rho_J_end']:.3f}"
-        + (
-            ""
-            if s["exact_converged_all"]
-            else "   (some exact solves did not converge: see metrics.csv)"
-        ),
+        f"ρ(J) at the equilibrium: {s['rho_J_start']:.3f} → {s['rho_J_end']:.3f}",
         f"Theorem 1 (Geng et al. 2021) for {s['training_estimator']} on one sample: "
         + ", ".join(f"{verdict} {count}" for verdict, count in t.items())
         + f" of {sum(t.values())} observations"
@@ -137,6 +147,24 @@ def table(s: dict) -> str:
             else ""
         ),
     ]
+    if s.get("observations_without_reference"):
+        lines.append(
+            f"{s['observations_without_reference']} of {s['observations_recorded']} observations "
+            "without a reference (the exact solve failed: not compared; the "
+            "reference_failed and status_* rows of metrics.csv say which)"
+        )
+    if s.get("monitor_errors"):
+        lines.append(
+            f"the monitor caught {s['monitor_errors']} errors (logged; the error rows of "
+            "metrics.csv say which quantities)"
+        )
+    if s.get("rows_lost"):
+        lines.append(f"{s['rows_lost']} rows did not reach metrics.csv (logged)")
+    if s.get("records_dropped"):
+        lines.append(
+            f"{s['records_dropped']} rows were dropped from memory (keep_records); "
+            "metrics.csv has them"
+        )
     for message, count in s.get("training_warnings", {}).items():
         lines.append(f"the training backward failed {count}×: {message}")
     if s.get("monitor_failures"):

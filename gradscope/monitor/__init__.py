@@ -32,10 +32,21 @@ It never changes the training: it computes on detached copies through
 copies), under :func:`torch.random.fork_rng`, and its tensor hooks return ``None``; no
 ``.grad``, parameter, optimizer state, buffer, RNG state or train/eval flag changes.
 An exception inside the monitor is logged and counted, and training goes on
-(``raise_errors=True`` re-raises). A numerical failure of its own computations (a failed
-solve, a growing series: an estimate whose :class:`~gradscope.Status` is not ok) is read
-from the result, logged, counted and recorded as a row ``status_<status>`` (no warning is
-raised or caught); an inexact h* is not a failure, its residual is a recorded metric.
+(``raise_errors=True`` re-raises). Each quantity of an observation (the forward residual,
+the reference, each estimator, each ``extra``) is computed on its own: one that raises
+loses only its own rows and leaves a row ``error`` = 1. A numerical failure of its own
+computations (a failed solve, a growing series: an estimate whose
+:class:`~gradscope.Status` is not ok) is read from the result, logged, counted and
+recorded as a row ``status_<status>`` (no warning is raised or caught); an observation
+whose reference failed also gets a row ``reference_failed`` = 1 and no comparisons. An
+inexact h* is not a failure, its residual is a recorded metric.
+
+Nothing is lost silently on the way out either: a sink that cannot write (a full disk, a
+folder deleted mid-run) or close is logged and counted (``monitor.errors``,
+``monitor.rows_lost``), never raised into training or out of
+:meth:`GradientMonitor.close <gradscope.GradientMonitor.close>`; :func:`~gradscope.monitor.read_records` skips a torn final row
+(a run killed mid-row) with a warning; an int ``keep_records`` bounds the rows kept in
+memory and counts those dropped (``monitor.records_dropped``).
 
 Distributed training: under ``DistributedDataParallel`` each rank computes on its local
 shard (nothing is reduced: the numbers describe the local batch); only rank

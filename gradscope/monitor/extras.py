@@ -13,6 +13,7 @@ from ..theory import check_ascent
 __all__ = [
     "THEOREM1_CODES",
     "Extra",
+    "extra_name",
     "spectral_norm_extra",
     "theorem1_code",
     "theorem1_verdict",
@@ -20,7 +21,22 @@ __all__ = [
 ]
 
 #: ``extra(problem, exact, estimates) -> {name: float}``: more quantities per observation.
-Extra = Callable[[FixedPointProblem, GradientEstimate, Mapping[str, GradientEstimate]], Mapping]
+#: ``exact`` is the reference estimate (its status may be a failure), or None when the
+#: reference solve raised; ``estimates`` maps each name to its estimate.
+Extra = Callable[
+    [FixedPointProblem, GradientEstimate | None, Mapping[str, GradientEstimate]], Mapping
+]
+
+
+def extra_name(extra: object) -> str:
+    """The label of an ``extra`` callable in the monitor's error rows and log: its ``__name__``.
+
+    Returns:
+        The function's ``__name__`` (``<lambda>`` for a lambda), else its type's name.
+
+    """
+    name = getattr(extra, "__name__", None)
+    return name if isinstance(name, str) else type(extra).__name__
 
 
 def spectral_norm_extra(method: object | None = None) -> Extra:
@@ -39,6 +55,7 @@ def spectral_norm_extra(method: object | None = None) -> Extra:
         est = spectral_norm(problem, method)  # type: ignore[arg-type]
         return {"jacobian_norm": est.value, "jacobian_norm_converged": float(est.converged)}
 
+    extra.__name__ = extra.__qualname__ = "spectral_norm_extra"
     return extra
 
 
@@ -106,7 +123,7 @@ def theory_extra(estimator: Estimator | None = None, *, sample: int | None = 0) 
         }
         chosen = estimator
         if chosen is None:
-            others = [e for name, e in estimates.items() if name != exact.name]
+            others = [e for name, e in estimates.items() if exact is None or name != exact.name]
             chosen = others[0].estimator if others else None
         if chosen is not None and problem.params:
             target = problem
@@ -130,4 +147,5 @@ def theory_extra(estimator: Estimator | None = None, *, sample: int | None = 0) 
             values["theorem1_threshold"] = check.threshold
         return values
 
+    extra.__name__ = extra.__qualname__ = "theory_extra"
     return extra

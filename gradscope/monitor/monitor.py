@@ -7,7 +7,7 @@ TorchDEQ adapter is ``gradscope.monitor.torchdeq``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from ..solvers import GMRES
 from .extras import Extra
 from .hooks import attach_layer, observer_hook
 from .observation import Observation, measure
-from .records import COLUMNS, require_pandas, row
+from .records import COLUMNS, REFERENCE_FAILED, require_pandas, row
 from .schedules import Every, Schedule
 from .torchdeq import register_torchdeq
 
@@ -37,25 +37,43 @@ class GradientMonitor:
             (default ``Neumann(5, 0.5)``, ``Unrolled(5, 0.5)``, ``OneStep()``); the
             estimator a watched :class:`~gradscope.ImplicitLayer` trains with is added
             (role ``"training"``).
-        exact: the reference (default ``Exact(GMRES(rtol=1e-6))``).
+        exact: the reference (default ``Exact(GMRES())``: its tolerance follows the dtype
+            of each observation, :func:`~gradscope.solvers.default_solver_rtol`, 1e-8 in
+            float64 and 1e-5 in float32, the floor a float32 solve can reach near
+            ρ(J) → 1). An observation whose reference fails or raises leaves a row
+            ``reference_failed`` = 1 (role ``exact``) and no comparisons.
         schedule: :class:`~gradscope.monitor.Every`, :class:`~gradscope.monitor.LogSpaced` or a callable ``step -> bool``
             (default ``Every(50)``).
         sinks: where rows go (:class:`~gradscope.monitor.CSVSink`, :class:`~gradscope.monitor.JSONLSink`,
             :class:`~gradscope.monitor.TensorBoardSink`, :class:`~gradscope.monitor.LoggingSink`, or any object with
             ``write(rows)`` and ``close()``).
-        extra: optional ``extra(problem, exact, estimates) -> {name: float}`` for more
-            quantities (ρ(J), ‖J‖₂, the Theorem-1 verdict); see :func:`~gradscope.monitor.spectral_norm_extra`.
+        extra: optional ``extra(problem, exact, estimates) -> {name: float}``, or a list
+            of them, for more quantities (ρ(J), ‖J‖₂, the Theorem-1 verdict); see
+            :func:`~gradscope.monitor.spectral_norm_extra`. ``exact`` is None when the
+            reference raised. An extra that raises loses only its own rows: it leaves a
+            row ``error`` = 1 (role ``extra``, estimator: the extra's ``__name__``) and a
+            logged, counted error.
         per_param: also record the comparison per parameter tensor (every metric of the
             overall comparison: cosine, relative and absolute error, inner product, norm
             ratio).
         raise_errors: re-raise exceptions from the monitor instead of logging them.
-        keep_records: keep rows in memory (for :meth:`dataframe`).
+        keep_records: keep rows in memory (for :meth:`dataframe`): ``True`` keeps every
+            row (unbounded: a row is a small dict, some 0.5 kB; with ``per_param`` an
+            observation makes a few dozen rows per estimator), an int ``n`` keeps the
+            newest ``n`` rows (the oldest are dropped and counted in
+            ``records_dropped``), ``False`` none. Sinks get every row either way.
         writer_rank: under ``torch.distributed``, the only rank that writes to sinks.
 
     Attributes:
-        records: the rows (dicts with keys ``step, layer, role, estimator, param, metric,
-            value``).
-        errors: number of observations that raised (logged, training went on).
+        records: the rows kept in memory (dicts with keys ``step, layer, role, estimator,
+            param, metric, value``).
+        errors: number of exceptions caught (each logged; training went on): an
+            observed quantity or a whole observation that raised, a sink whose write or
+            close failed, plus the errors the file sinks handled themselves (a full disk,
+            a deleted file).
+        rows_lost: rows that did not reach a sink (a failed write, a file deleted
+            mid-run), summed over the sinks.
+        records_dropped: rows dropped from ``records`` by an int ``keep_records``.
         warnings: number of numerical failures in the monitor's own computations (an
             estimate whose :class:`~gradscope.Status` is not ok); each is logged and
             recorded (rows ``status_<status>``), none is warned.
@@ -85,10 +103,18 @@ class GradientMonitor:
         *,
         per_param: bool = True,
         raise_errors: bool = False,
-        keep_records: bool = True,
+        keep_records: bool | int = True,
         writer_rank: int = 0,
     ) -> None:
         call = "GradientMonitor"
+        if not isinstance(keep_records, int):  # bool is an int
+            fail(
+                call,
+                f"keep_records={keep_records!r}; expected True, False or an int (the rows kept).",
+                TypeError,
+            )
+        if not isinstance(keep_records, bool) and keep_records < 0:
+            fail(call, f"keep_records={keep_records}; expected a number of rows ≥ 0.")
         estimators = (
             [Neumann(5, 0.5), Unrolled(5, 0.5), OneStep()]
             if estimators is None
@@ -96,7 +122,7 @@ class GradientMonitor:
         )
         for e in estimators:
             check_estimator(call, e, "estimators")
-        exact = Exact(GMRES(rtol=1e-6)) if exact is None else exact
+        exact = Exact(GMRES()) if exact is None else exact
         if not isinstance(exact, Exact):
             fail(call, f"exact={exact!r}; expected gradscope.Exact(solver).", TypeError)
         schedule = Every(50) if schedule is None else schedule
@@ -108,7 +134,12 @@ class GradientMonitor:
                 TypeError,
             )
         if extra is not None and not callable(extra):
-            fail(call, f"extra={extra!r}; expected a callable or None.", TypeError)
+            if not isinstance(extra, Sequence) or not all(callable(e) for e in extra):
+                fail(
+                    call,
+                    f"extra={extra!r}; expected a callable, a list of callables or None.",
+                    TypeError,
+                )
         self.estimators = estimators
         self.exact = exact
         self.schedule = schedule
@@ -122,10 +153,12 @@ class GradientMonitor:
         self.keep_records = keep_records
         self.writer_rank = writer_rank
         self.records: list[dict] = []
-        self.errors = 0
+        self.records_dropped = 0
         self.warnings = 0
         self.observations = 0
         self.last_error: str | None = None
+        self._errors = 0  # exceptions the monitor caught (the sinks count their own)
+        self._rows_lost = 0  # rows of failed sink writes (the sinks count their own)
         self._steps: dict[str, int] = {}  # the last step counted, per layer name
         self._detach: list[Callable[[], None]] = []
 
@@ -294,14 +327,15 @@ class GradientMonitor:
             torchdeq_stats: internal: TorchDEQ's forward statistics.
 
         Returns:
-            The rows recorded (an ``error`` row when the monitor failed).
+            The rows recorded: ``error`` rows for the quantities that raised (role
+            ``monitor`` when the whole observation failed, with ``reference_failed``).
 
         """
         step = self._next_step(name) if step is None else step
         g = cotangent.detach()
         device = g.device
         rng_devices = [device.index or 0] if device.type == "cuda" else []
-        observation = Observation(step, name)
+        observation = Observation(step, name, raise_errors=self.raise_errors)
         try:
             with torch.random.fork_rng(devices=rng_devices):
                 if prepare is not None:
@@ -322,14 +356,21 @@ class GradientMonitor:
                     per_param=self.per_param,
                     extra=self.extra,
                 )
-            for key, value in (torchdeq_stats or {}).items():
-                observation.add("forward", "torchdeq", key, value)
+            if torchdeq_stats:
+                with observation.guard("forward", "torchdeq"):
+                    for key, value in torchdeq_stats.items():
+                        observation.add("forward", "torchdeq", key, value)
             self._count_failures(observation)
             rows = observation.rows
             self.observations += 1
         except Exception as error:
             self._fail(error, f"step {step}, {name}")
-            rows = [row(step, name, "monitor", "monitor", "all", "error", 1.0)]
+            rows = [
+                row(step, name, "monitor", "monitor", "all", "error", 1.0),
+                row(step, name, "exact", self.exact.name, "all", REFERENCE_FAILED, 1.0),
+            ]
+        for failed in observation.errors:  # quantities that raised: their rows are gone
+            self._fail(failed.error, f"step {step}, {name}, {failed.role} {failed.quantity}")
         self._emit(rows)
         return rows
 
@@ -343,8 +384,8 @@ class GradientMonitor:
             logger.warning("%s", failure.message)
         observation.add("monitor", "monitor", "warnings", len(failures))
 
-    def _fail(self, error: Exception, where: str) -> None:
-        self.errors += 1
+    def _fail(self, error: BaseException, where: str) -> None:
+        self._errors += 1
         self.last_error = f"{type(error).__name__}: {error}"
         if self.raise_errors:
             raise error
@@ -353,21 +394,52 @@ class GradientMonitor:
         )
 
     def _emit(self, rows: list[dict]) -> None:
-        if self.keep_records:
-            self.records.extend(rows)
+        self._keep(rows)
         if not self.sinks or _rank() != self.writer_rank:
             return
         for sink in self.sinks:
             try:
                 sink.write(rows)
             except Exception as error:
-                self._fail(error, f"sink {type(sink).__name__}")
+                self._rows_lost += len(rows)
+                self._fail(error, f"sink {type(sink).__name__}: {len(rows)} rows lost")
+
+    def _keep(self, rows: list[dict]) -> None:
+        """Keep rows in ``records``, the newest ``keep_records`` of them when an int."""
+        keep = self.keep_records
+        if keep is False:
+            return
+        self.records.extend(rows)
+        if keep is True:
+            return
+        excess = len(self.records) - keep
+        if excess > 0:
+            if not self.records_dropped:
+                logger.info(
+                    "gradscope.GradientMonitor: more than keep_records=%d rows; the oldest "
+                    "are dropped from monitor.records (counted in records_dropped; the sinks "
+                    "have them all).",
+                    keep,
+                )
+            del self.records[:excess]
+            self.records_dropped += excess
+
+    @property
+    def errors(self) -> int:
+        """Exceptions caught (each logged), the errors the sinks handled themselves included."""
+        return self._errors + sum(_count(sink, "errors") for sink in self.sinks)
+
+    @property
+    def rows_lost(self) -> int:
+        """Rows that did not reach a sink (failed writes, files deleted mid-run), all sinks."""
+        return self._rows_lost + sum(_count(sink, "rows_lost") for sink in self.sinks)
 
     # ------------------------------------------------------------------ results
     def dataframe(self):
         """The records as a pandas DataFrame (needs pandas).
 
-        Columns: ``step, layer, role, estimator, param, metric, value``.
+        Columns: ``step, layer, role, estimator, param, metric, value``. With an int
+        ``keep_records`` only the newest rows are in memory (``records_dropped``).
 
         Returns:
             The DataFrame, one row per record.
@@ -380,12 +452,36 @@ class GradientMonitor:
         return pd.DataFrame(self.records, columns=list(COLUMNS))
 
     def close(self) -> None:
-        """Detach the hooks and close the sinks."""
-        self.detach()
+        """Detach the hooks and close every sink; a failure is logged and counted, not raised.
+
+        A sink whose ``close`` raises (a full disk) does not keep the others open; with
+        ``raise_errors=True`` the first such exception is re-raised after all are closed.
+        """
+        first: Exception | None = None
+        try:
+            self.detach()
+        except Exception as error:
+            first = error
+            self._fail_quietly(error, "detach")
         for sink in self.sinks:
             close = getattr(sink, "close", None)
-            if close is not None:
+            if close is None:
+                continue
+            try:
                 close()
+            except Exception as error:
+                first = first or error
+                self._fail_quietly(error, f"closing sink {type(sink).__name__}")
+        if first is not None and self.raise_errors:
+            raise first
+
+    def _fail_quietly(self, error: Exception, where: str) -> None:
+        """Count and log an exception (never raise: close must close everything)."""
+        raise_errors, self.raise_errors = self.raise_errors, False
+        try:
+            self._fail(error, where)
+        finally:
+            self.raise_errors = raise_errors
 
     def __enter__(self) -> GradientMonitor:
         return self
@@ -395,10 +491,18 @@ class GradientMonitor:
 
     def __repr__(self) -> str:
         names = [e.name for e in self.estimators]
+        lost = f", rows_lost={self.rows_lost}" if self.rows_lost else ""
+        dropped = f", records_dropped={self.records_dropped}" if self.records_dropped else ""
         return (
             f"GradientMonitor(exact={self.exact.name}, estimators={names}, "
-            f"observations={self.observations}, errors={self.errors})"
+            f"observations={self.observations}, errors={self.errors}{lost}{dropped})"
         )
+
+
+def _count(sink: object, name: str) -> int:
+    """A sink's own counter (``errors``, ``rows_lost``), 0 for a sink without one."""
+    value = getattr(sink, name, 0)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _rank() -> int:

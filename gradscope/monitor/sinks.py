@@ -1,28 +1,312 @@
-"""Where the monitor's rows go: CSV, JSON lines, TensorBoard, Python logging; and back."""
+"""Where the monitor's rows go: CSV, JSON lines, TensorBoard, Python logging; and back.
+
+The file sinks never raise into training for a failing disk: a write or a close that
+fails (``OSError``: a full disk, a folder deleted mid-run) is logged on the
+``gradscope.monitor`` logger and counted on the sink (``errors``, ``rows_lost``), and
+the :class:`~gradscope.GradientMonitor` adds those counts to its own. A write that fails
+midway is cut back to the last complete row, and a file whose tail was torn by an
+earlier run (killed mid-row) is cut back the same way before rows are appended, so
+that :func:`read_records` never meets a torn row in the middle of a file.
+"""
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
+import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import IO
 
 from .._checks import require
 from .records import COLUMNS, require_pandas
 
-__all__ = ["CSVSink", "JSONLSink", "LoggingSink", "TensorBoardSink", "read_records"]
+__all__ = [
+    "CSVSink",
+    "JSONLSink",
+    "LoggingSink",
+    "TensorBoardSink",
+    "TornRecordsWarning",
+    "read_records",
+]
+
+logger = logging.getLogger("gradscope.monitor")
 
 
-class CSVSink:
+class TornRecordsWarning(UserWarning):
+    """:func:`~gradscope.monitor.read_records` skipped a torn final record.
+
+    A writer stopped mid-row (killed, or out of disk): the incomplete record is left out
+    rather than read with a truncated value.
+    """
+
+
+_CHUNK = 1 << 20
+_TAIL = 1 << 22
+
+
+def _csv_complete(data: bytes, quotes_before: int = 0) -> int | None:
+    """The length of the longest prefix of CSV ``data`` that ends with a complete record.
+
+    A record ends at a newline outside quotes. Python's csv writer quotes every field
+    that holds a quote (doubling it), so a position is inside a quoted field exactly
+    when an odd number of quotes precede it (``quotes_before``: those before ``data``).
+
+    Returns:
+        The length, or None when ``data`` holds no record boundary.
+
+    """
+    quotes = quotes_before + data.count(b'"')
+    end = len(data)
+    while end > 0:
+        newline = data.rfind(b"\n", 0, end)
+        if newline < 0:
+            return None
+        if (quotes - data.count(b'"', newline + 1)) % 2 == 0:
+            return newline + 1
+        end = newline
+    return None
+
+
+def _complete_length(path: Path, csv_quoting: bool) -> int:
+    """The length of the file's longest prefix that ends with a complete record.
+
+    Reads the file once in chunks (to count quotes) and its tail; a file that ends with
+    a complete record, the usual case, is not cut.
+
+    Returns:
+        The length in bytes (the file's size when nothing is torn).
+
+    """
+    with path.open("rb") as file:
+        size = file.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        file.seek(size - 1)
+        last = file.read(1)
+        quotes = 0
+        if csv_quoting:
+            file.seek(0)
+            for chunk in iter(lambda: file.read(_CHUNK), b""):
+                quotes += chunk.count(b'"')
+        if last == b"\n" and quotes % 2 == 0:
+            return size
+        start = max(0, size - _TAIL)
+        while True:
+            file.seek(start)
+            tail = file.read()
+            if csv_quoting:
+                found = _csv_complete(tail, quotes - tail.count(b'"'))
+            else:
+                found = tail.rfind(b"\n") + 1 or None
+            if found is not None:
+                return start + found
+            if start == 0:
+                return 0
+            start = 0  # a record longer than the tail: look at the whole file
+
+
+def _json_record(line: bytes) -> dict | None:
+    """The record a JSON line holds, or None when it is not a whole record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(record, dict) or not set(COLUMNS) <= set(record):
+        return None
+    return record
+
+
+class _FileSink:
+    """What the CSV and JSON-lines sinks share: opening, counting, surviving the disk."""
+
+    _newline: str | None = None
+    _csv = False
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        #: failed writes, closes and files lost, each logged.
+        self.errors = 0
+        #: rows that did not reach the file, or were written to a file since deleted.
+        self.rows_lost = 0
+        #: rows written (and flushed) to the file.
+        self.rows_written = 0
+        self._file: IO[str] | None = None
+        self._size = 0  # the file's size after the last complete write
+        self._rows_in_file = 0  # rows this sink wrote to the file it has open
+
+    # -------------------------------------------------------------- subclass hooks
+    def _format(self, rows: Sequence[dict]) -> str:
+        raise NotImplementedError
+
+    def _header(self) -> str:
+        return ""
+
+    # -------------------------------------------------------------- writing
+    def write(self, rows: Sequence[dict]) -> None:
+        """Write rows (a failing disk is logged and counted, never raised)."""
+        rows = list(rows)
+        if not rows:
+            return
+        text = self._format(rows)  # before touching the file: a bad row raises here
+        self._still_there()
+        try:
+            if self._file is None and self._open():
+                text = self._header() + text
+        except OSError as error:
+            self._failed(f"could not open the file for {len(rows)} rows", error, lost=len(rows))
+            self._discard(truncate=False)
+            return
+        assert self._file is not None  # opened above
+        try:
+            self._file.write(text)
+            self._file.flush()
+            self._size = os.fstat(self._file.fileno()).st_size
+        except OSError as error:
+            self._failed(f"could not write {len(rows)} rows", error, lost=len(rows))
+            self._discard()  # and cut off what the failed write left
+            return
+        self._rows_in_file += len(rows)
+        self.rows_written += len(rows)
+
+    def close(self) -> None:
+        """Close the file (a failing close is logged and counted, never raised)."""
+        if self._file is None:
+            return
+        self._still_there(closing=True)
+        file, self._file = self._file, None
+        if file is None:
+            return
+        try:
+            file.close()
+        except OSError as error:
+            self._failed("could not close the file", error, lost=0)
+
+    # -------------------------------------------------------------- internals
+    def _open(self) -> bool:
+        """Open the file for appending; True when it is new (it needs a header)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._repair()
+        new = not self.path.exists() or self.path.stat().st_size == 0
+        self._file = self.path.open("a", encoding="utf-8", newline=self._newline)
+        self._size = os.fstat(self._file.fileno()).st_size
+        self._rows_in_file = 0
+        return new
+
+    def _repair(self) -> None:
+        """Cut a torn tail (a run killed mid-row) off an existing file before appending."""
+        if not self.path.is_file():
+            return
+        complete = _complete_length(self.path, csv_quoting=self._csv)
+        size = self.path.stat().st_size
+        if complete < size and not self._csv:
+            with self.path.open("rb") as file:
+                file.seek(complete)
+                if _json_record(file.read()) is not None:  # a whole record without its newline
+                    with self.path.open("ab") as appended:
+                        appended.write(b"\n")
+                    return
+        if complete < size:
+            os.truncate(self.path, complete)
+            logger.warning(
+                "gradscope.monitor.%s: %s ended in a torn row (%d bytes: a run stopped "
+                "mid-row); cut it off before appending.",
+                type(self).__name__,
+                self.path,
+                size - complete,
+            )
+
+    def _still_there(self, closing: bool = False) -> None:
+        """If the open file was deleted (or moved) since it was opened, say so and drop it."""
+        if self._file is None:
+            return
+        try:
+            opened = os.fstat(self._file.fileno())
+            try:
+                current: os.stat_result | None = os.stat(self.path)
+            except FileNotFoundError:
+                current = None
+        except OSError as error:
+            self._failed("could not check the file", error, lost=0)
+            self._discard(truncate=False)
+            return
+        same = current is not None and (current.st_ino, current.st_dev) == (
+            opened.st_ino,
+            opened.st_dev,
+        )
+        if same:
+            return
+        then = "" if closing else "; writing goes on in a new file"
+        if opened.st_nlink == 0:
+            lost = self._rows_in_file
+            self._failed(
+                f"the file was deleted while the run wrote it: the {lost} rows written to it are "
+                f"gone{then}",
+                None,
+                lost=lost,
+            )
+        else:
+            logger.warning(
+                "gradscope.monitor.%s: %s was moved or replaced while the run wrote it; its "
+                "rows so far are in the moved file%s.",
+                type(self).__name__,
+                self.path,
+                then,
+            )
+        self._discard(truncate=False)
+
+    def _failed(self, what: str, error: OSError | None, lost: int) -> None:
+        self.errors += 1
+        self.rows_lost += lost
+        cause = "" if error is None else f" ({type(error).__name__}: {error})"
+        logger.error(
+            "gradscope.monitor.%s: %s: %s%s; %d rows lost so far; training goes on.",
+            type(self).__name__,
+            self.path,
+            what,
+            cause,
+            self.rows_lost,
+        )
+
+    def _discard(self, truncate: bool = True) -> None:
+        """Close the file quietly and cut off what a failed write left (reopened at the next write)."""
+        file, self._file = self._file, None
+        if file is not None:
+            try:
+                file.close()
+            except OSError:
+                pass  # the failure was counted already
+        if truncate:
+            try:
+                if self.path.stat().st_size > self._size:
+                    os.truncate(self.path, self._size)
+            except OSError:
+                pass  # the next open cuts off a torn tail
+
+
+class CSVSink(_FileSink):
     """Append records to a CSV file (header written once, flushed after each observation).
 
     The file is opened at the first write, so a sink that never writes (another rank's)
-    leaves no file.
+    leaves no file. Any layer, parameter or metric name survives the trip through the
+    file and :func:`read_records` (fields with quotes, commas or newlines are quoted);
+    the file is UTF-8.
+
+    A failing disk never raises into training: a write or close that fails is logged
+    and counted (``errors``, ``rows_lost``), and so is a file deleted while the
+    run writes it (its rows are lost; writing goes on in a new file).
 
     Args:
         path: the file; its folder is created at the first write.
+
+    Attributes:
+        errors: failed writes, closes and files lost, each logged.
+        rows_lost: rows that did not reach the file, or were written to a file since
+            deleted.
+        rows_written: rows written and flushed.
 
     Example:
         >>> import tempfile, pathlib, gradscope as gs
@@ -36,36 +320,33 @@ class CSVSink:
 
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._file: TextIO | None = None
-        self._writer: csv.DictWriter[str] | None = None
+    _newline = ""
+    _csv = True
 
-    def write(self, rows: Sequence[dict]) -> None:
-        """Write rows."""
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.exists() or self.path.stat().st_size == 0
-            self._file = self.path.open("a", newline="")
-            self._writer = csv.DictWriter(self._file, fieldnames=COLUMNS)
-            if new:
-                self._writer.writeheader()
-        assert self._writer is not None  # created with the file, at the first write
-        self._writer.writerows(rows)
-        self._file.flush()
+    def _format(self, rows: Sequence[dict]) -> str:
+        buffer = io.StringIO(newline="")
+        csv.DictWriter(buffer, fieldnames=COLUMNS).writerows(rows)
+        return buffer.getvalue()
 
-    def close(self) -> None:
-        """Close the file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+    def _header(self) -> str:
+        buffer = io.StringIO(newline="")
+        csv.DictWriter(buffer, fieldnames=COLUMNS).writeheader()
+        return buffer.getvalue()
 
 
-class JSONLSink:
+class JSONLSink(_FileSink):
     """Append records to a JSON-lines file, one row per line (opened at the first write).
+
+    A failing disk never raises into training; see :class:`~gradscope.monitor.CSVSink`.
 
     Args:
         path: the file; its folder is created at the first write.
+
+    Attributes:
+        errors: failed writes, closes and files lost, each logged.
+        rows_lost: rows that did not reach the file, or were written to a file since
+            deleted.
+        rows_written: rows written and flushed.
 
     Example:
         >>> import tempfile, pathlib, gradscope as gs
@@ -79,24 +360,10 @@ class JSONLSink:
 
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self._file: TextIO | None = None
+    _newline = "\n"
 
-    def write(self, rows: Sequence[dict]) -> None:
-        """Write rows."""
-        if self._file is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a")
-        for row in rows:
-            self._file.write(json.dumps(row) + "\n")
-        self._file.flush()
-
-    def close(self) -> None:
-        """Close the file."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+    def _format(self, rows: Sequence[dict]) -> str:
+        return "".join(json.dumps(row) + "\n" for row in rows)
 
 
 class TensorBoardSink:
@@ -193,17 +460,91 @@ class LoggingSink:
 def read_records(path: str | Path):
     """Read records written by :class:`~gradscope.monitor.CSVSink` or :class:`~gradscope.monitor.JSONLSink` into a pandas DataFrame.
 
+    Names come back exactly as written (quotes, commas, newlines, ``"nan"``: every
+    field but ``step`` and ``value`` is a string). A torn final record (a writer killed
+    mid-row or out of disk: the file does not end with a newline, or its last record
+    lacks fields) is skipped with a ``gradscope.monitor.sinks.TornRecordsWarning``
+    (a ``UserWarning``); it is never
+    read with a truncated value. A malformed record elsewhere raises.
+
     Returns:
         The DataFrame, with the columns in the order of the records.
 
     Raises:
         ImportError: pandas is not installed (``pip install gradscope[logging]``).
+        ValueError: a record before the last one is malformed.
 
     """
     pd = require_pandas()
     path = Path(path)
+    data = path.read_bytes()
     if path.suffix == ".jsonl":
-        frame = pd.read_json(path, lines=True, dtype={"param": str, "layer": str})
+        records, torn = _read_jsonl(path, data)
     else:
-        frame = pd.read_csv(path, dtype={"param": str, "layer": str, "estimator": str})
-    return frame[list(COLUMNS)]
+        records, torn = _read_csv(path, data)
+    if torn:
+        warnings.warn(
+            f"gradscope.monitor.read_records: {path} ends in a torn record ({torn}); "
+            "skipped it (the writer stopped mid-row).",
+            TornRecordsWarning,
+            stacklevel=2,
+        )
+    columns = {name: [record[i] for record in records] for i, name in enumerate(COLUMNS)}
+    frame = pd.DataFrame(columns, columns=list(COLUMNS))
+    return frame.astype({"step": "int64", "value": "float64"})
+
+
+def _record(path: Path, number: int, fields: Sequence) -> tuple:
+    """One record's fields as ``(step, layer, role, estimator, param, metric, value)``."""
+    if len(fields) != len(COLUMNS):
+        raise ValueError(
+            f"gradscope.monitor.read_records: {path}, record {number} has {len(fields)} "
+            f"fields; expected {len(COLUMNS)} ({', '.join(COLUMNS)}). The file is damaged."
+        )
+    try:
+        step, value = int(fields[0]), float(fields[-1])
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"gradscope.monitor.read_records: {path}, record {number}: step {fields[0]!r} or "
+            f"value {fields[-1]!r} is not a number. The file is damaged."
+        ) from None
+    return (step, *(str(field) for field in fields[1:-1]), value)
+
+
+def _read_csv(path: Path, data: bytes) -> tuple[list[tuple], str]:
+    """The records of a CSV file (record 1 is the header) and what was torn off its end."""
+    complete = _csv_complete(data) or 0
+    torn = "the file does not end with a newline" if complete < len(data) else ""
+    rows = list(csv.reader(io.StringIO(data[:complete].decode("utf-8"), newline="")))
+    if not rows:
+        return [], torn
+    header, rows = rows[0], rows[1:]
+    if tuple(header) != COLUMNS:
+        raise ValueError(
+            f"gradscope.monitor.read_records: {path} has the header {header}; expected "
+            f"{list(COLUMNS)} (a file written by CSVSink)."
+        )
+    if rows and len(rows[-1]) < len(COLUMNS):
+        rows, torn = rows[:-1], f"its last record has {len(rows[-1])} fields"
+    return [_record(path, i + 2, fields) for i, fields in enumerate(rows)], torn
+
+
+def _read_jsonl(path: Path, data: bytes) -> tuple[list[tuple], str]:
+    """The records of a JSON-lines file and what was torn off its end."""
+    lines = data.split(b"\n")
+    records, torn = [], ""
+    last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+    for i, line in enumerate(lines[: last + 1]):
+        if not line.strip():
+            continue
+        record = _json_record(line)
+        if record is None:
+            if i == last:
+                torn = "its last line is not a whole record"
+                break
+            raise ValueError(
+                f"gradscope.monitor.read_records: {path}, line {i + 1} is not a JSON record "
+                f"with the fields {', '.join(COLUMNS)}. The file is damaged."
+            )
+        records.append(_record(path, i + 1, [record[name] for name in COLUMNS]))
+    return records, torn

@@ -6,8 +6,16 @@ from pathlib import Path
 from typing import Any
 
 from .._checks import fail
+from ..monitor.records import REFERENCE_FAILED
 
-__all__ = ["comparison_rows", "pyplot_and_seaborn", "records_frame", "save"]
+__all__ = [
+    "comparison_rows",
+    "pyplot_and_seaborn",
+    "records_frame",
+    "reference_note",
+    "save",
+    "titled",
+]
 
 
 def pyplot_and_seaborn() -> tuple[Any, Any]:
@@ -52,6 +60,36 @@ def comparison_rows(frame: Any, metric: str) -> Any:
     """
     rows = frame[(frame["metric"] == metric) & (frame["param"] == "all")]
     return rows[rows["role"].isin(["estimator", "training"])]
+
+
+def reference_note(frame: Any) -> str:
+    """``"n of m observations without a reference"`` when n > 0, else ``""``.
+
+    An observation (a ``(step, layer)`` pair of the records) lacks a reference when its
+    exact solve failed or raised: it holds a ``reference_failed`` row and no comparisons,
+    so a figure of comparisons leaves it out; the note says how many.
+
+    Returns:
+        The note, or ``""`` (none missing, or no monitor records).
+
+    """
+    if not {"step", "layer", "metric", "value"} <= set(frame.columns):
+        return ""
+    observed = frame[["step", "layer"]].drop_duplicates()
+    failed = frame[(frame["metric"] == REFERENCE_FAILED) & (frame["value"] != 0)]
+    n = len(failed[["step", "layer"]].drop_duplicates())
+    return f"{n} of {len(observed)} observations without a reference" if n else ""
+
+
+def titled(title: str, frame: Any) -> str:
+    """``title``, and on a second line the :func:`reference_note` of the records, if any.
+
+    Returns:
+        The title.
+
+    """
+    note = reference_note(frame)
+    return f"{title}\n({note}: not compared)" if note else title
 
 
 def save(fig, path: str | Path, dpi: int = 120) -> Path:

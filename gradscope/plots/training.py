@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from .._checks import fail
-from .common import comparison_rows, pyplot_and_seaborn, records_frame
+from .common import comparison_rows, pyplot_and_seaborn, records_frame, titled
 
 __all__ = [
     "plot_cosine_distribution",
@@ -22,6 +22,9 @@ __all__ = [
 
 def plot_metric(data, metric: str = "cosine", *, log: bool | None = None):
     """A metric along training, one line per estimator (the training one drawn thicker).
+
+    Observations without a reference (their exact solve failed: no comparison) are
+    counted in the title ("n of m observations without a reference").
 
     Args:
         data: a :class:`~gradscope.GradientMonitor` or its DataFrame.
@@ -63,7 +66,7 @@ def plot_metric(data, metric: str = "cosine", *, log: bool | None = None):
         ax.set_yscale("log")
     ax.set_xlabel("training step")
     ax.set_ylabel(metric.replace("_", " "))
-    ax.set_title(f"{metric.replace('_', ' ')} against the exact gradient")
+    ax.set_title(titled(f"{metric.replace('_', ' ')} against the exact gradient", frame))
     ax.legend(fontsize="small")
     sns.despine(fig=fig)
     return fig
@@ -76,6 +79,9 @@ def plot_cosine_distribution(data, bins: int = 4, estimator: str | None = None):
     into ``bins`` consecutive step ranges, and each gets a histogram (a ridge) of the
     cosines observed in it. Per-parameter cosines are pooled with the overall one when
     there are few observations.
+
+    Observations without a reference (their exact solve failed: no comparison) are
+    counted in the title ("n of m observations without a reference").
 
     Args:
         data: a :class:`~gradscope.GradientMonitor` or its DataFrame.
@@ -117,13 +123,19 @@ def plot_cosine_distribution(data, bins: int = 4, estimator: str | None = None):
         sns.despine(ax=ax, left=True)
     axes[-1].set_xlabel(f"cosine({estimator}, exact)")
     axes[0].set_title(
-        f"Dynamic precision of {estimator}\n(one histogram per step range; dashed: median)"
+        titled(
+            f"Dynamic precision of {estimator}\n(one histogram per step range; dashed: median)",
+            frame,
+        )
     )
     return fig
 
 
 def plot_cost_accuracy(data, cost: str = "vjps"):
     """Cost against accuracy per estimator: VJPs (or seconds) vs relative error to the exact gradient.
+
+    Observations without a reference (their exact solve failed: no comparison) are
+    counted in the title ("n of m observations without a reference").
 
     Args:
         data: a :class:`~gradscope.GradientMonitor` or its DataFrame (the mean over
@@ -177,7 +189,7 @@ def plot_cost_accuracy(data, cost: str = "vjps"):
         ax.set_xscale("log")
     ax.set_xlabel({"vjps": "VJPs per backward", "seconds": "seconds per backward"}.get(cost, cost))
     ax.set_ylabel("relative error to the exact gradient")
-    ax.set_title("Cost vs accuracy")
+    ax.set_title(titled("Cost vs accuracy", frame))
     ax.legend(fontsize="small")
     sns.despine(fig=fig)
     return fig
