@@ -150,6 +150,28 @@ def _as_map(module_or_fn: nn.Module | Callable[..., torch.Tensor], inputs: Seque
     return f
 
 
+def _checked_initial_state(f, inputs: Sequence[torch.Tensor], module_or_fn, h0) -> torch.Tensor:
+    """``h0`` (inferred when ``None``), checked: a finite, non-empty floating tensor.
+
+    Returns:
+        The detached initial state.
+
+    """
+    if h0 is None:
+        h0 = _initial_state(f, inputs, module_or_fn)
+    check_tensor(_CALL, "h0", h0)
+    check_floating(_CALL, "h0", h0)
+    check_finite(_CALL, "h0", h0)
+    if h0.numel() == 0:
+        fail(
+            _CALL,
+            f"h0 has shape {tuple(h0.shape)}, which holds no entries (an empty batch?); "
+            "expected at least one sample.",
+        )
+    check_same_dtype_device(_CALL, "h0", h0, [(f"inputs[{i}]", x) for i, x in enumerate(inputs)])
+    return h0.detach()
+
+
 def _checked_on_first_call(f, inputs: Sequence[torch.Tensor]):
     """``f`` whose first evaluation explains a failure or a wrong output shape (no extra call)."""
     checked = False
@@ -274,21 +296,7 @@ def find_fixed_point(
         check_tensor(_CALL, f"inputs[{i}]", x)
     f = _as_map(module_or_fn, inputs)
     with torch.no_grad():
-        if h0 is None:
-            h0 = _initial_state(f, inputs, module_or_fn)
-        check_tensor(_CALL, "h0", h0)
-        check_floating(_CALL, "h0", h0)
-        check_finite(_CALL, "h0", h0)
-        if h0.numel() == 0:
-            fail(
-                _CALL,
-                f"h0 has shape {tuple(h0.shape)}, which holds no entries (an empty batch?); "
-                "expected at least one sample.",
-            )
-        check_same_dtype_device(
-            _CALL, "h0", h0, [(f"inputs[{i}]", x) for i, x in enumerate(inputs)]
-        )
-        h0 = h0.detach()
+        h0 = _checked_initial_state(f, inputs, module_or_fn, h0)
         f = _checked_on_first_call(f, inputs)
         if isinstance(method, Picard):
             result = _picard(f, h0, method, rtol, atol, max_steps)
