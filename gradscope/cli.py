@@ -9,8 +9,9 @@ data or the model's output, any unexpected exception). Errors go to stderr as on
 that says what was wrong; ``--debug`` adds the traceback above it.
 
 This module is the argument parser and the dispatch; each command lives in its own
-module (:mod:`gradscope.demo`, ``gradscope.cli_sweep``, ``gradscope.cli_check``),
-and what they share in ``gradscope.cli_options``.
+module (:mod:`gradscope.demo`, ``gradscope.cli_sweep``, ``gradscope.cli_check``, which
+loads the user's factory with ``gradscope.cli_factory``), and what they share in
+``gradscope.cli_options``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from .cli_check import FACTORY_HELP, run_check
+from .cli_check import run_check
+from .cli_factory import FACTORY_HELP
 from .cli_options import (
     ESTIMATOR_SPEC,
     EXIT_FAILED,
