@@ -18,11 +18,20 @@ to sinks (CSV, JSONL, TensorBoard, Python logging) and to :meth:`GradientMonitor
 The package, one concept per module:
 
 * ``gradscope.monitor.monitor``: :class:`~gradscope.GradientMonitor` (hooks, schedule,
-  sinks, the guard that keeps training going);
+  sinks);
+* ``gradscope.monitor.options``: its options, checked and defaulted;
+* ``gradscope.monitor.guard``: the guard that keeps training going (failures counted and
+  logged, rows to memory and the sinks);
+* ``gradscope.monitor.output``: the bounded in-memory records, closing the sinks, their
+  counts;
 * ``gradscope.monitor.observation``: what one observation measures;
 * ``gradscope.monitor.schedules``: :class:`~gradscope.monitor.Every`, :class:`~gradscope.monitor.LogSpaced`;
-* ``gradscope.monitor.sinks``: :class:`~gradscope.monitor.CSVSink`, :class:`~gradscope.monitor.JSONLSink`,
-  :class:`~gradscope.monitor.TensorBoardSink`, :class:`~gradscope.monitor.LoggingSink` and :func:`~gradscope.monitor.read_records`;
+* ``gradscope.monitor.sinks``: :class:`~gradscope.monitor.TensorBoardSink`,
+  :class:`~gradscope.monitor.LoggingSink`;
+* ``gradscope.monitor.files``: the file sinks :class:`~gradscope.monitor.CSVSink`,
+  :class:`~gradscope.monitor.JSONLSink` and their safe file handling;
+* ``gradscope.monitor.reading``: :func:`~gradscope.monitor.read_records`,
+  :class:`~gradscope.monitor.TornRecordsWarning` and the parsing;
 * ``gradscope.monitor.extras``: :func:`~gradscope.monitor.spectral_norm_extra`, :func:`~gradscope.monitor.theory_extra`;
 * ``gradscope.monitor.records``: the row format (:data:`~gradscope.monitor.COLUMNS`);
 * ``gradscope.monitor.torchdeq``: the TorchDEQ adapter.
@@ -45,7 +54,7 @@ Nothing is lost silently on the way out either: a sink that cannot write (a full
 folder deleted mid-run) or close is logged and counted (``monitor.errors``,
 ``monitor.rows_lost``), never raised into training or out of
 :meth:`GradientMonitor.close <gradscope.GradientMonitor.close>`; :func:`~gradscope.monitor.read_records` skips a torn final row
-(a run killed mid-row) with a warning; an int ``keep_records`` bounds the rows kept in
+(a run killed mid-row) with a :class:`~gradscope.monitor.TornRecordsWarning`; an int ``keep_records`` bounds the rows kept in
 memory and counts those dropped (``monitor.records_dropped``).
 
 Distributed training: under ``DistributedDataParallel`` each rank computes on its local
@@ -55,10 +64,12 @@ shard (nothing is reduced: the numbers describe the local batch); only rank
 
 from . import extras as _extras
 from .extras import spectral_norm_extra, theorem1_verdict, theory_extra
+from .files import CSVSink, JSONLSink
 from .monitor import GradientMonitor
+from .reading import TornRecordsWarning, read_records
 from .records import COLUMNS, COMPARISON_METRICS
 from .schedules import Every, LogSpaced
-from .sinks import CSVSink, JSONLSink, LoggingSink, TensorBoardSink, read_records
+from .sinks import LoggingSink, TensorBoardSink
 
 #: The number each Theorem-1 verdict is recorded as in the monitor's rows (a row's value
 #: is a float); any other verdict is recorded as NaN. Defined in
@@ -76,6 +87,7 @@ __all__ = [
     "LogSpaced",
     "LoggingSink",
     "TensorBoardSink",
+    "TornRecordsWarning",
     "read_records",
     "spectral_norm_extra",
     "theorem1_verdict",

@@ -1,35 +1,35 @@
 """The :class:`~gradscope.GradientMonitor`: hooks, schedule, sinks and the guard around them.
 
 What one observation measures is :func:`~gradscope.monitor.observation.measure`; the
-TorchDEQ adapter is ``gradscope.monitor.torchdeq``.
+TorchDEQ adapter is ``gradscope.monitor.torchdeq``; the options are checked in
+``gradscope.monitor.options``; the guard is ``gradscope.monitor.guard``.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from .._checks import check_tensor, fail
-from ..estimators import Estimator, Exact, Neumann, OneStep, Unrolled, check_estimator
+from ..estimators import Estimator, Exact
 from ..fixed_point import FixedPointResult
 from ..layers import ImplicitLayer
-from ..solvers import GMRES
 from .extras import Extra
+from .guard import Guard
 from .hooks import attach_layer, observer_hook
 from .observation import Observation, measure
+from .options import monitor_options
+from .output import close_sinks, sink_count
 from .records import COLUMNS, REFERENCE_FAILED, require_pandas, row
-from .schedules import Every, Schedule
+from .schedules import Schedule
 from .torchdeq import register_torchdeq
 
 __all__ = ["GradientMonitor"]
 
-logger = logging.getLogger("gradscope.monitor")
 
-
-class GradientMonitor:
+class GradientMonitor(Guard):
     r"""Record, on a schedule, how the training gradient compares with the exact one.
 
     Args:
@@ -106,47 +106,13 @@ class GradientMonitor:
         keep_records: bool | int = True,
         writer_rank: int = 0,
     ) -> None:
-        call = "GradientMonitor"
-        if not isinstance(keep_records, int):  # bool is an int
-            fail(
-                call,
-                f"keep_records={keep_records!r}; expected True, False or an int (the rows kept).",
-                TypeError,
-            )
-        if not isinstance(keep_records, bool) and keep_records < 0:
-            fail(call, f"keep_records={keep_records}; expected a number of rows ≥ 0.")
-        estimators = (
-            [Neumann(5, 0.5), Unrolled(5, 0.5), OneStep()]
-            if estimators is None
-            else list(estimators)
+        estimators, exact, schedule, sinks = monitor_options(
+            "GradientMonitor", estimators, exact, schedule, sinks, extra, keep_records
         )
-        for e in estimators:
-            check_estimator(call, e, "estimators")
-        exact = Exact(GMRES()) if exact is None else exact
-        if not isinstance(exact, Exact):
-            fail(call, f"exact={exact!r}; expected gradscope.Exact(solver).", TypeError)
-        schedule = Every(50) if schedule is None else schedule
-        if not callable(schedule):
-            fail(
-                call,
-                f"schedule={schedule!r}; expected gradscope.monitor.Every(n), LogSpaced(k) or a "
-                "callable step -> bool.",
-                TypeError,
-            )
-        if extra is not None and not callable(extra):
-            if not isinstance(extra, Sequence) or not all(callable(e) for e in extra):
-                fail(
-                    call,
-                    f"extra={extra!r}; expected a callable, a list of callables or None.",
-                    TypeError,
-                )
         self.estimators = estimators
         self.exact = exact
         self.schedule = schedule
-        self.sinks = list(sinks)
-        for sink in self.sinks:
-            if not callable(getattr(sink, "write", None)):
-                fail(call, f"sink {sink!r} has no write(rows) method.", TypeError)
+        self.sinks = sinks
         self.extra = extra
         self.per_param = per_param
         self.raise_errors = raise_errors
@@ -157,8 +123,8 @@ class GradientMonitor:
         self.warnings = 0
         self.observations = 0
         self.last_error: str | None = None
-        self._errors = 0  # exceptions the monitor caught (the sinks count their own)
-        self._rows_lost = 0  # rows of failed sink writes (the sinks count their own)
+        self._errors = 0
+        self._rows_lost = 0
         self._steps: dict[str, int] = {}  # the last step counted, per layer name
         self._detach: list[Callable[[], None]] = []
 
@@ -374,65 +340,15 @@ class GradientMonitor:
         self._emit(rows)
         return rows
 
-    def _count_failures(self, observation: Observation) -> None:
-        """Log each numerical failure, count it, and record how many (row ``warnings``)."""
-        failures = observation.failures
-        if not failures:
-            return
-        self.warnings += len(failures)
-        for failure in failures:
-            logger.warning("%s", failure.message)
-        observation.add("monitor", "monitor", "warnings", len(failures))
-
-    def _fail(self, error: BaseException, where: str) -> None:
-        self._errors += 1
-        self.last_error = f"{type(error).__name__}: {error}"
-        if self.raise_errors:
-            raise error
-        logger.error(
-            "gradscope.GradientMonitor failed (%s): %s; training goes on.", where, self.last_error
-        )
-
-    def _emit(self, rows: list[dict]) -> None:
-        self._keep(rows)
-        if not self.sinks or _rank() != self.writer_rank:
-            return
-        for sink in self.sinks:
-            try:
-                sink.write(rows)
-            except Exception as error:
-                self._rows_lost += len(rows)
-                self._fail(error, f"sink {type(sink).__name__}: {len(rows)} rows lost")
-
-    def _keep(self, rows: list[dict]) -> None:
-        """Keep rows in ``records``, the newest ``keep_records`` of them when an int."""
-        keep = self.keep_records
-        if keep is False:
-            return
-        self.records.extend(rows)
-        if keep is True:
-            return
-        excess = len(self.records) - keep
-        if excess > 0:
-            if not self.records_dropped:
-                logger.info(
-                    "gradscope.GradientMonitor: more than keep_records=%d rows; the oldest "
-                    "are dropped from monitor.records (counted in records_dropped; the sinks "
-                    "have them all).",
-                    keep,
-                )
-            del self.records[:excess]
-            self.records_dropped += excess
-
     @property
     def errors(self) -> int:
         """Exceptions caught (each logged), the errors the sinks handled themselves included."""
-        return self._errors + sum(_count(sink, "errors") for sink in self.sinks)
+        return self._errors + sink_count(self.sinks, "errors")
 
     @property
     def rows_lost(self) -> int:
         """Rows that did not reach a sink (failed writes, files deleted mid-run), all sinks."""
-        return self._rows_lost + sum(_count(sink, "rows_lost") for sink in self.sinks)
+        return self._rows_lost + sink_count(self.sinks, "rows_lost")
 
     # ------------------------------------------------------------------ results
     def dataframe(self):
@@ -463,25 +379,10 @@ class GradientMonitor:
         except Exception as error:
             first = error
             self._fail_quietly(error, "detach")
-        for sink in self.sinks:
-            close = getattr(sink, "close", None)
-            if close is None:
-                continue
-            try:
-                close()
-            except Exception as error:
-                first = first or error
-                self._fail_quietly(error, f"closing sink {type(sink).__name__}")
+        closing = close_sinks(self.sinks, self._fail_quietly)
+        first = first or closing
         if first is not None and self.raise_errors:
             raise first
-
-    def _fail_quietly(self, error: Exception, where: str) -> None:
-        """Count and log an exception (never raise: close must close everything)."""
-        raise_errors, self.raise_errors = self.raise_errors, False
-        try:
-            self._fail(error, where)
-        finally:
-            self.raise_errors = raise_errors
 
     def __enter__(self) -> GradientMonitor:
         return self
@@ -497,15 +398,3 @@ class GradientMonitor:
             f"GradientMonitor(exact={self.exact.name}, estimators={names}, "
             f"observations={self.observations}, errors={self.errors}{lost}{dropped})"
         )
-
-
-def _count(sink: object, name: str) -> int:
-    """A sink's own counter (``errors``, ``rows_lost``), 0 for a sink without one."""
-    value = getattr(sink, name, 0)
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _rank() -> int:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
