@@ -219,7 +219,10 @@ def failure_message(name: str, adjoint: Adjoint, call: str) -> str:
     from ..solvers.solve import describe_failure
 
     if adjoint.solution is not None:
-        return describe_failure(adjoint.solution, "I − Jᵀ", call)
+        return describe_failure(adjoint.solution, "I − Jᵀ", call) + (
+            " If the residual will not fall, I − J may be singular (an eigenvalue of J at 1): "
+            "gradscope.theory.explain_singularity(problem) finds it and says why."
+        )
     ratio = adjoint.series_ratio
     if adjoint.status is Status.SERIES_GREW and ratio is not None:
         return (

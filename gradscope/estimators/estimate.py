@@ -32,7 +32,6 @@ from .._checks import check_finite, check_same_dtype_device, check_tensor, fail
 from ..parametrized import warn_unreached
 from ..problem import FixedPointProblem, Params, check_problem
 from ..solvers import Solution
-from ..solvers.solve import describe_failure
 from ..status import Status, report
 from .base import Adjoint, Estimator, check_estimator, failure_message
 from .exact import Exact
@@ -122,9 +121,10 @@ class GradientEstimate:
 
     def failure_message(self, call: str) -> str:
         """What went wrong (when ``status`` is not ok), for a warning from ``call``."""
-        if self.solution is not None and not self.solution.converged:
-            return describe_failure(self.solution, "I − Jᵀ", call)
-        adjoint = Adjoint(torch.empty(0), self.status, None, self.series_ratio)
+        solution = (
+            self.solution if self.solution is not None and not self.solution.converged else None
+        )
+        adjoint = Adjoint(torch.empty(0), self.status, solution, self.series_ratio)
         return failure_message(self.name, adjoint, call)
 
     def flat(self) -> torch.Tensor:

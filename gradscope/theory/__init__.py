@@ -14,6 +14,7 @@ The maths is in :ref:`theory-damping`, :ref:`theory-steps` and :ref:`theory-theo
 from .ascent import AscentCheck, check_ascent, param_singular_values
 from .damping import DampingChoice, DampingLimit, damped_radius, damping_limit, optimal_damping
 from .report import Finding, TheoryReport, check_theory
+from .singular import Singularity, explain_singularity
 from .steps import StepsNeeded, steps_needed
 from .verdict import Verdict
 
@@ -22,6 +23,7 @@ __all__ = [
     "DampingChoice",
     "DampingLimit",
     "Finding",
+    "Singularity",
     "StepsNeeded",
     "TheoryReport",
     "Verdict",
@@ -29,6 +31,7 @@ __all__ = [
     "check_theory",
     "damped_radius",
     "damping_limit",
+    "explain_singularity",
     "optimal_damping",
     "param_singular_values",
     "steps_needed",
