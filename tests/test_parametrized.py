@@ -507,3 +507,25 @@ def test_the_old_stale_weight_call_would_have_been_caught(kind):
     exact = estimate(cell, h, x, c, gs.Exact(gs.solvers.Dense()))  # the fix: nothing unreached
     assert rel_err(exact.grads, reference_exact(F, p, h, x, c)) <= 1e-10
     assert rel_err(est.grads, exact.grads) > 0.1
+
+
+def test_check_ascent_matrix_free_unrolled_on_torch_weight_norm():
+    # torch._weight_norm has no forward-AD rule: the unrolled transpose falls back to two
+    # reverse passes; the matrix-free ‖E‖ agrees with the dense one
+    torch.manual_seed(0)
+
+    class Cell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(3, 3))
+
+        def forward(self, h, x):
+            return torch.tanh(0.4 * self.lin(h) + x)
+
+    cell = Cell().double()
+    x = torch.randn(1, 3, dtype=torch.float64)
+    fp = gs.find_fixed_point(cell, x, h0=torch.zeros(1, 3, dtype=torch.float64), rtol=1e-13)
+    problem = gs.FixedPointProblem.from_module(cell, fp.value, x)
+    free = gs.theory.check_ascent(problem, gs.Unrolled(3, 0.5), dense=False)
+    dense = gs.theory.check_ascent(problem, gs.Unrolled(3, 0.5), dense=True)
+    assert abs(free.error_norm - dense.error_norm) <= 1e-6 * max(dense.error_norm, 1e-12) + 1e-12

@@ -140,21 +140,21 @@ def _jvp(problem: FixedPointProblem) -> Callable[[torch.Tensor], torch.Tensor]:
                 )[:2]
                 return tangent
             except NotImplementedError as error:
-                if not _no_forward_ad(error):
+                if not no_forward_ad(error):
                     raise
             lin = problem.linearization
-            fallback.append(_jvp_by_two_vjps(lin.output, [lin.h]))
+            fallback.append(jvp_by_two_vjps(lin.output, [lin.h]))
         return fallback[0]([v])
 
     return jvp
 
 
-def _no_forward_ad(error: NotImplementedError) -> bool:
+def no_forward_ad(error: NotImplementedError) -> bool:
     """Whether ``error`` is torch's "no forward AD for this op" (``torch._weight_norm``, …)."""
     return "forward AD" in str(error)
 
 
-def _jvp_by_two_vjps(
+def jvp_by_two_vjps(
     output: torch.Tensor, leaves: list[torch.Tensor]
 ) -> Callable[[list[torch.Tensor]], torch.Tensor]:
     """``tangents ↦ ∂output/∂leaves · tangents`` by reverse mode twice, for ops without forward AD.
@@ -286,10 +286,10 @@ def param_jvp(problem: FixedPointProblem, z: torch.Tensor) -> torch.Tensor:
             lambda q: problem.fn(q, problem.h_star, *inputs), (params,), (tangents,)
         )[:2]
     except NotImplementedError as error:
-        if not _no_forward_ad(error):
+        if not no_forward_ad(error):
             raise
         lin = problem.linearization
-        return _jvp_by_two_vjps(lin.output, list(lin.params.values()))(list(tangents.values()))
+        return jvp_by_two_vjps(lin.output, list(lin.params.values()))(list(tangents.values()))
     return out
 
 

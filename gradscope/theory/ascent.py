@@ -28,6 +28,7 @@ from ..operators import (
     param_jvp,
     param_vjp,
 )
+from ..operators.jacobian import jvp_by_two_vjps, no_forward_ad
 from ..problem import FixedPointProblem, check_problem
 from ..spectral import Lanczos
 from ..spectral.krylov import flat_map, lanczos, sqrt_bound, start_block
@@ -219,7 +220,15 @@ def _phantom_transpose(
             for n, p in params.items():
                 tangents[n] = z[offset : offset + p.numel()].reshape(p.shape)
                 offset += p.numel()
-            return torch.func.jvp(unroll, (params,), (tangents,))[1]
+            try:
+                return torch.func.jvp(unroll, (params,), (tangents,))[1]
+            except NotImplementedError as error:  # an op without forward AD (weight norm)
+                if not no_forward_ad(error):
+                    raise
+            leaves = {n: p.clone().requires_grad_(True) for n, p in params.items()}
+            with torch.enable_grad():
+                out = unroll(leaves)
+            return jvp_by_two_vjps(out, list(leaves.values()))(list(tangents.values()))
 
         return unrolled_T
 
