@@ -215,3 +215,37 @@ def require(module: str, call: str, what: str, extra: str) -> ModuleType:
             f"gradscope.{call}: {package} is not installed; expected it for {what}. Install it "
             f"with `pip install gradscope[{extra}]`."
         ) from error
+
+
+def check_iterable(call: str, name: str, value: object) -> list:
+    """Check that ``value`` is an iterable (not a string) and return it as a list."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        fail(
+            call,
+            f"{name}={value!r} is a {type(value).__name__}; expected a list or tuple.",
+            TypeError,
+        )
+    return list(value)
+
+
+def check_seed(call: str, value: object) -> None:
+    """Check that a random seed is an int (a float or string would seed nothing reproducible)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        fail(call, f"seed={value!r} is not an int; expected an integer.", TypeError)
+
+
+def check_like(
+    call: str, name: str, value: object, reference: torch.Tensor, reference_name: str
+) -> torch.Tensor:
+    """Check a tensor that must match ``reference``: floating, same shape, dtype, device, finite."""
+    value = check_tensor(call, name, value)
+    check_floating(call, name, value)
+    if value.shape != reference.shape:
+        fail(
+            call,
+            f"{name} has shape {tuple(value.shape)}; expected the shape of {reference_name}, "
+            f"{tuple(reference.shape)}.",
+        )
+    check_same_dtype_device(call, reference_name, reference, [(name, value)])
+    check_finite(call, name, value)
+    return value

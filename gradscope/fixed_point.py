@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ._checks import (
+    check_bool,
     check_damping,
     check_finite,
     check_floating,
@@ -292,8 +293,13 @@ def find_fixed_point(
     check_positive(_CALL, "rtol", rtol)
     check_positive(_CALL, "atol", atol, allow_zero=True)
     check_steps(_CALL, "max_steps", max_steps)
+    check_bool(_CALL, "per_sample", per_sample)
+    check_bool(_CALL, "strict", strict)
+    check_bool(_CALL, "warn", warn)
     for i, x in enumerate(inputs):
         check_tensor(_CALL, f"inputs[{i}]", x)
+        if x.is_floating_point() or x.is_complex():
+            check_finite(_CALL, f"inputs[{i}]", x)
     f = _as_map(module_or_fn, inputs)
     with torch.no_grad():
         h0 = _checked_initial_state(f, inputs, module_or_fn, h0)

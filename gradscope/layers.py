@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ._checks import check_bool, check_positive, check_steps, fail
+from ._checks import check_bool, check_finite, check_positive, check_steps, check_tensor, fail
 from .estimators import Estimator, Neumann, Unrolled, check_estimator
 from .estimators.base import Adjoint, as_adjoint, failure_message
 from .estimators.unrolled import trajectory_ratio, unrolled_status
@@ -82,6 +82,7 @@ class ForwardSolver:
         check_positive("ForwardSolver", "rtol", self.rtol)
         check_positive("ForwardSolver", "atol", self.atol, allow_zero=True)
         check_steps("ForwardSolver", "max_steps", self.max_steps)
+        check_bool("ForwardSolver", "per_sample", self.per_sample)
 
 
 @dataclass
@@ -234,6 +235,14 @@ class ImplicitLayer(nn.Module):
             ``h*`` (no grad mode), ``h_k`` (Unrolled) or ``F(h*, x)`` with the adjoint hook.
 
         """
+        for i, x in enumerate(inputs):
+            check_tensor("ImplicitLayer", f"inputs[{i}]", x)
+            if x.is_floating_point() or x.is_complex():
+                check_finite("ImplicitLayer", f"inputs[{i}]", x)
+        if h0 is not None:
+            check_tensor("ImplicitLayer", "h0", h0)
+            if h0.is_floating_point():
+                check_finite("ImplicitLayer", "h0", h0)
         s = self.solver
         result = find_fixed_point(
             self.cell,

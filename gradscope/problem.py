@@ -114,6 +114,8 @@ class FixedPointProblem:
         rtol: float | None = None,
         check: bool = True,
     ) -> None:
+        if params is not None:
+            _check_params_mapping("FixedPointProblem", params)
         self._build(
             "FixedPointProblem", fn, h_star, tuple(inputs), dict(params or {}), rtol, check, None
         )
@@ -129,6 +131,12 @@ class FixedPointProblem:
         check: bool,
         module: nn.Module | None,
     ) -> None:
+        if not callable(fn):
+            fail(
+                call,
+                f"fn is a {type(fn).__name__}; expected a callable fn(params, h, *inputs).",
+                TypeError,
+            )
         h_star = check_tensor(call, "h_star", h_star)
         check_floating(call, "h_star", h_star)
         check_finite(call, "h_star", h_star)
@@ -277,6 +285,7 @@ class FixedPointProblem:
         call = "FixedPointProblem.from_function"
         if not callable(fn):
             fail(call, f"fn is a {type(fn).__name__}; expected a callable.", TypeError)
+        _check_params_mapping(call, params)
         problem = object.__new__(cls)
         problem._build(call, fn, h_star, inputs, dict(params), rtol, check, None)
         return problem
@@ -372,6 +381,8 @@ def _chosen_parameters(
         return {n: p for n, p in named.items() if p.requires_grad}
     if isinstance(params, str):
         params = [params]
+    if not hasattr(params, "__iter__"):
+        fail(call, f"params={params!r}; expected a list of parameter names.", TypeError)
     chosen: dict[str, torch.Tensor] = {}
     for n in params:
         if n not in named:
@@ -384,6 +395,15 @@ def _chosen_parameters(
             )
         chosen[n] = named[n]
     return chosen
+
+
+def _check_params_mapping(call: str, params: object) -> None:
+    if not isinstance(params, Mapping):
+        fail(
+            call,
+            f'params is a {type(params).__name__}; expected a dict of tensors, {{"name": tensor}}.',
+            TypeError,
+        )
 
 
 def check_problem(call: str, problem: object) -> FixedPointProblem:

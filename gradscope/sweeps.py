@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ._checks import check_damping, check_steps, fail
+from ._checks import check_damping, check_iterable, check_like, check_steps, fail
 from .estimators import (
     DampedSteps,
     Exact,
@@ -25,7 +25,7 @@ from .estimators import (
 )
 from .estimators.estimate import run_estimator
 from .metrics import compare
-from .problem import FixedPointProblem
+from .problem import FixedPointProblem, check_problem
 
 __all__ = ["SweepResult", "sweep"]
 
@@ -134,7 +134,18 @@ def sweep(
         (8, 5)
 
     """
-    steps = list(steps)
+    problem = check_problem("sweep", problem)
+    check_like("sweep", "cotangent", cotangent, problem.h_star, "h*")
+    steps = check_iterable("sweep", "steps", steps)
+    dampings = check_iterable("sweep", "dampings", dampings)
+    methods = check_iterable("sweep", "methods", methods)
+    if reference is not None and not isinstance(reference, GradientEstimate):
+        fail(
+            "sweep",
+            f"reference is a {type(reference).__name__}; expected a "
+            "gradscope.estimators.GradientEstimate (from gradscope.estimate_gradient).",
+            TypeError,
+        )
     for k in steps:
         check_steps("sweep", "steps", k)
     for lam in dampings:

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .._checks import check_finite, check_same_dtype_device, check_tensor, fail
+from .._checks import (
+    check_finite,
+    check_floating,
+    check_same_dtype_device,
+    check_tensor,
+    fail,
+)
 from ..parametrized import warn_unreached
 from ..problem import FixedPointProblem, Params, check_problem
 from ..solvers import Solution
@@ -263,6 +269,7 @@ def run_estimator(
     estimator = Exact() if estimator is None else estimator
     estimator = check_estimator(call, estimator, "estimator")
     cotangent = check_tensor(call, "cotangent", cotangent)
+    check_floating(call, "cotangent", cotangent)
     if cotangent.shape != problem.h_star.shape:
         fail(
             call,

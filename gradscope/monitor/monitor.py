@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from .._checks import check_tensor, fail
+from .._checks import check_bool, check_steps, check_tensor, fail
 from ..estimators import Estimator, Exact
 from ..fixed_point import FixedPointResult
 from ..layers import ImplicitLayer
@@ -109,6 +109,9 @@ class GradientMonitor(Guard):
         estimators, exact, schedule, sinks = monitor_options(
             "GradientMonitor", estimators, exact, schedule, sinks, extra, keep_records
         )
+        check_bool("GradientMonitor", "per_param", per_param)
+        check_bool("GradientMonitor", "raise_errors", raise_errors)
+        check_steps("GradientMonitor", "writer_rank", writer_rank, minimum=0)
         self.estimators = estimators
         self.exact = exact
         self.schedule = schedule

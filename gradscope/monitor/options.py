@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-from .._checks import fail
+from .._checks import check_iterable, fail
 from ..estimators import Estimator, Exact, Neumann, OneStep, Unrolled, check_estimator
 from ..solvers import GMRES
 from .extras import Extra
@@ -42,7 +42,9 @@ def monitor_options(
     if not isinstance(keep_records, bool) and keep_records < 0:
         fail(call, f"keep_records={keep_records}; expected a number of rows ≥ 0.")
     estimators = (
-        [Neumann(5, 0.5), Unrolled(5, 0.5), OneStep()] if estimators is None else list(estimators)
+        [Neumann(5, 0.5), Unrolled(5, 0.5), OneStep()]
+        if estimators is None
+        else check_iterable(call, "estimators", estimators)
     )
     for e in estimators:
         check_estimator(call, e, "estimators")
@@ -64,7 +66,7 @@ def monitor_options(
                 f"extra={extra!r}; expected a callable, a list of callables or None.",
                 TypeError,
             )
-    sinks = list(sinks)
+    sinks = check_iterable(call, "sinks", sinks)
     for sink in sinks:
         if not callable(getattr(sink, "write", None)):
             fail(call, f"sink {sink!r} has no write(rows) method.", TypeError)

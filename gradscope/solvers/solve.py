@@ -14,7 +14,15 @@ import time
 
 import torch
 
-from .._checks import check_same_dtype_device, check_tensor, fail, tf32_hint
+from .._checks import (
+    check_bool,
+    check_finite,
+    check_floating,
+    check_same_dtype_device,
+    check_tensor,
+    fail,
+    tf32_hint,
+)
 from ..operators import Counted, LinearOperator
 from ..status import Status, report
 from .base import Solution, Solver, default_solver_rtol
@@ -93,16 +101,22 @@ def solve(
             TypeError,
         )
     b = check_tensor(call, "b", b)
+    check_floating(call, "b", b)
     if b.shape != A.shape:
         fail(call, f"b has shape {tuple(b.shape)}; expected {tuple(A.shape)}.")
     check_same_dtype_device(call, "A (its vectors)", A.like, [("b", b)])
+    check_finite(call, "b", b)
+    if per_sample is not None:
+        check_bool(call, "per_sample", per_sample)
     if x0 is not None:
         x0 = check_tensor(call, "x0", x0)
+        check_floating(call, "x0", x0)
         if x0.shape != b.shape:
             fail(
                 call, f"x0 has shape {tuple(x0.shape)}; expected the shape of b, {tuple(b.shape)}."
             )
         check_same_dtype_device(call, "b", b, [("x0", x0)])
+        check_finite(call, "x0", x0)
     if solver.rtol is None:
         solver = dataclasses.replace(solver, rtol=default_solver_rtol(b.dtype))  # type: ignore[type-var]
     assert solver.rtol is not None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_positive, check_steps, fail
+from .._checks import check_positive, check_seed, check_steps, fail
 from ..operators import LinearOperator
 from ..problem import FixedPointProblem
 
@@ -68,6 +68,7 @@ class Arnoldi:
         check_positive("Arnoldi", "rtol", self.rtol)
         check_steps("Arnoldi", "eigenvalues", self.eigenvalues)
         check_steps("Arnoldi", "check_every", self.check_every)
+        check_seed("Arnoldi", self.seed)
 
 
 @dataclass(frozen=True)
@@ -103,6 +104,7 @@ class Lanczos:
         check_steps("Lanczos", "max_steps", self.max_steps)
         check_positive("Lanczos", "rtol", self.rtol)
         check_steps("Lanczos", "check_every", self.check_every)
+        check_seed("Lanczos", self.seed)
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class PowerIteration:
 
     def __post_init__(self) -> None:
         check_steps("PowerIteration", "steps", self.steps)
+        check_seed("PowerIteration", self.seed)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_tensor, fail
+from .._checks import check_bool, check_like, check_positive, fail
 from ..estimators import Estimator, Exact, check_estimator, estimate_gradient
 from ..metrics import Comparison
 from ..operators import jacobian_transpose
@@ -209,7 +209,7 @@ def check_theory(
 
     """
     call = "check_theory"
-    _check_arguments(call, problem, estimator, cotangent)
+    _check_arguments(call, problem, estimator, cotangent, dense, tol)
     asked_dense = dense
     dense = problem.h_star.numel() <= 64 if dense is None else dense
     spectral_dense = dense or jacobian_transpose(problem).layout().n <= 64
@@ -244,12 +244,27 @@ def check_theory(
 
 
 def _check_arguments(
-    call: str, problem: object, estimator: object, cotangent: torch.Tensor | None
+    call: str,
+    problem: object,
+    estimator: object,
+    cotangent: torch.Tensor | None,
+    dense: object,
+    tol: float,
 ) -> None:
-    check_problem(call, problem)
+    problem = check_problem(call, problem)
     check_estimator(call, estimator, "estimator")
+    if not problem.params:
+        fail(
+            call,
+            "the problem has no parameters; expected at least one parameter tensor θ. Pass "
+            "params={...} to FixedPointProblem.from_function or a module with trainable "
+            "parameters to from_module.",
+        )
     if cotangent is not None:
-        check_tensor(call, "cotangent", cotangent)
+        check_like(call, "cotangent", cotangent, problem.h_star, "h*")
+    if dense is not None:
+        check_bool(call, "dense", dense)
+    check_positive(call, "tol", tol)
 
 
 def _residual_finding(problem: FixedPointProblem) -> Finding:
