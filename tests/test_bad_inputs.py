@@ -517,13 +517,7 @@ CLI_CASES: list[tuple[str, Callable[[], object], int]] = [
 ]  # fmt: skip
 
 # Cases gradscope does not (yet) refuse with its own message: id -> what is missing.
-OPERATORS = "gradscope/operators is outside this change's files"
 XFAIL: dict[str, str] = {
-    "damped-operator-tensor": f"damped() does not check that operator is a LinearOperator "
-    f"(AttributeError 'identity'); {OPERATORS}",
-    "fo-like-none": f"LinearOperator.__init__ does not check that like is a tensor "
-    f"(AttributeError 'detach'); {OPERATORS}",
-    "fo-like-long": f"LinearOperator.__init__ accepts an integer like tensor; {OPERATORS}",
     "il-forward-x-long": "ImplicitLayer.forward: an integer input is reported by "
     "gradscope.find_fixed_point (cannot infer h0), not by ImplicitLayer",
     "il-forward-x-float32": "ImplicitLayer.forward: a float32 input to a float64 cell is "

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._checks import check_damping, fail
+from .._checks import check_damping, check_floating, check_tensor, fail
 from ..layout import SampleLayout
 
 __all__ = ["Identity", "LinearOperator", "damped"]
@@ -69,6 +69,9 @@ class LinearOperator(ABC):
     def __init__(
         self, like: torch.Tensor, name: str, *, independent_samples: bool | None = False
     ) -> None:
+        call = type(self).__name__
+        like = check_tensor(call, "like", like)
+        check_floating(call, "like", like)
         self.like = like.detach()
         self.name = name
         self._independent = independent_samples
@@ -362,6 +365,13 @@ def damped(operator: LinearOperator, damping: float) -> LinearOperator:
         tensor([0.5000, 0.5000])
 
     """
+    if not isinstance(operator, LinearOperator):
+        fail(
+            "damped",
+            f"operator is a {type(operator).__name__}; expected a "
+            "gradscope.operators.LinearOperator (e.g. jacobian_transpose(problem)).",
+            TypeError,
+        )
     check_damping("damped", damping)
     lam = float(damping)
     if lam == 1.0:

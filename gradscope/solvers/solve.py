@@ -100,23 +100,9 @@ def solve(
             f"A is a {type(A).__name__}; expected a gradscope.operators.LinearOperator.",
             TypeError,
         )
-    b = check_tensor(call, "b", b)
-    check_floating(call, "b", b)
-    if b.shape != A.shape:
-        fail(call, f"b has shape {tuple(b.shape)}; expected {tuple(A.shape)}.")
-    check_same_dtype_device(call, "A (its vectors)", A.like, [("b", b)])
-    check_finite(call, "b", b)
+    b, x0 = _checked_vectors(call, A, b, x0)
     if per_sample is not None:
         check_bool(call, "per_sample", per_sample)
-    if x0 is not None:
-        x0 = check_tensor(call, "x0", x0)
-        check_floating(call, "x0", x0)
-        if x0.shape != b.shape:
-            fail(
-                call, f"x0 has shape {tuple(x0.shape)}; expected the shape of b, {tuple(b.shape)}."
-            )
-        check_same_dtype_device(call, "b", b, [("x0", x0)])
-        check_finite(call, "x0", x0)
     if solver.rtol is None:
         solver = dataclasses.replace(solver, rtol=default_solver_rtol(b.dtype))  # type: ignore[type-var]
     assert solver.rtol is not None
@@ -162,6 +148,33 @@ def solve(
         seconds=time.perf_counter() - start,
         solver=solver,
     )
+
+
+def _checked_vectors(
+    call: str, A: LinearOperator, b: object, x0: object
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``b`` and ``x0`` checked against A's vectors: tensors, floating, shaped, finite.
+
+    Returns:
+        ``(b, x0)``.
+
+    """
+    b = check_tensor(call, "b", b)
+    check_floating(call, "b", b)
+    if b.shape != A.shape:
+        fail(call, f"b has shape {tuple(b.shape)}; expected {tuple(A.shape)}.")
+    check_same_dtype_device(call, "A (its vectors)", A.like, [("b", b)])
+    check_finite(call, "b", b)
+    if x0 is not None:
+        x0 = check_tensor(call, "x0", x0)
+        check_floating(call, "x0", x0)
+        if x0.shape != b.shape:
+            fail(
+                call, f"x0 has shape {tuple(x0.shape)}; expected the shape of b, {tuple(b.shape)}."
+            )
+        check_same_dtype_device(call, "b", b, [("x0", x0)])
+        check_finite(call, "x0", x0)
+    return b, x0
 
 
 def failure_message(solution: Solution, A: LinearOperator, call: str) -> str:
