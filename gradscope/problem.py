@@ -36,6 +36,7 @@ from ._checks import (
 from ._memory import GraphMeter
 from .exceptions import FixedPointWarning
 from .layout import samples_independent
+from .parameters import check_params_mapping, chosen_parameters
 from .parametrized import functional_call
 from .residual import FixedPointResidual, default_fixed_point_rtol, relative_residual
 
@@ -115,7 +116,7 @@ class FixedPointProblem:
         check: bool = True,
     ) -> None:
         if params is not None:
-            _check_params_mapping("FixedPointProblem", params)
+            check_params_mapping("FixedPointProblem", params)
         self._build(
             "FixedPointProblem", fn, h_star, tuple(inputs), dict(params or {}), rtol, check, None
         )
@@ -238,7 +239,7 @@ class FixedPointProblem:
                 "For a plain function use FixedPointProblem.from_function.",
                 TypeError,
             )
-        chosen = _chosen_parameters(call, module, params)
+        chosen = chosen_parameters(call, module, params)
         # Copies, so that a BatchNorm in train mode updates our copy, not the user's stats.
         buffers = {n: b.detach().clone() for n, b in module.named_buffers()}
 
@@ -285,7 +286,7 @@ class FixedPointProblem:
         call = "FixedPointProblem.from_function"
         if not callable(fn):
             fail(call, f"fn is a {type(fn).__name__}; expected a callable.", TypeError)
-        _check_params_mapping(call, params)
+        check_params_mapping(call, params)
         problem = object.__new__(cls)
         problem._build(call, fn, h_star, inputs, dict(params), rtol, check, None)
         return problem
@@ -369,40 +370,6 @@ class FixedPointProblem:
             f"FixedPointProblem(h*={tuple(self.h_star.shape)}, dtype={self.dtype}, "
             f"device={self.device}, params={len(self.params)} tensors / {n_params} values, "
             f"inputs={len(self.inputs)}, residual={self.residual.max_relative:.2e})"
-        )
-
-
-def _chosen_parameters(
-    call: str, module: nn.Module, params: Iterable[str] | None
-) -> dict[str, torch.Tensor]:
-    """The parameters of ``module`` to differentiate: those named, or all trainable."""
-    named = dict(module.named_parameters())
-    if params is None:
-        return {n: p for n, p in named.items() if p.requires_grad}
-    if isinstance(params, str):
-        params = [params]
-    if not hasattr(params, "__iter__"):
-        fail(call, f"params={params!r}; expected a list of parameter names.", TypeError)
-    chosen: dict[str, torch.Tensor] = {}
-    for n in params:
-        if n not in named:
-            fail(call, f"parameter {n!r} does not exist; expected one of {sorted(named)}.")
-        if not named[n].requires_grad:
-            fail(
-                call,
-                f"parameter {n!r} does not require grad; expected a trainable "
-                "parameter. Call .requires_grad_() on it or leave it out of params.",
-            )
-        chosen[n] = named[n]
-    return chosen
-
-
-def _check_params_mapping(call: str, params: object) -> None:
-    if not isinstance(params, Mapping):
-        fail(
-            call,
-            f'params is a {type(params).__name__}; expected a dict of tensors, {{"name": tensor}}.',
-            TypeError,
         )
 
 

@@ -131,7 +131,6 @@ class GradientMonitor(Guard):
         self._steps: dict[str, int] = {}  # the last step counted, per layer name
         self._detach: list[Callable[[], None]] = []
 
-    # ------------------------------------------------------------------ attaching
     def attach(self, layer: ImplicitLayer, name: str = "layer") -> Callable[[], None]:
         """Watch a :class:`~gradscope.ImplicitLayer`: each differentiable forward is a step.
 
@@ -248,7 +247,6 @@ class GradientMonitor(Guard):
             remove()
         self._detach.clear()
 
-    # ------------------------------------------------------------------ observing
     def due(self, name: str) -> int | None:
         """Count a step of layer ``name``; its number when the schedule observes it, else None."""
         step = self._next_step(name)
@@ -353,7 +351,6 @@ class GradientMonitor(Guard):
         """Rows that did not reach a sink (failed writes, files deleted mid-run), all sinks."""
         return self._rows_lost + sink_count(self.sinks, "rows_lost")
 
-    # ------------------------------------------------------------------ results
     def dataframe(self):
         """The records as a pandas DataFrame (needs pandas).
 

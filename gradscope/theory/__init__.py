@@ -11,9 +11,11 @@ r"""Theory checks: damping bounds, steps needed, Theorem 1, and the report that 
 The maths is in :ref:`theory-damping`, :ref:`theory-steps` and :ref:`theory-theorem1`.
 """
 
-from .ascent import AscentCheck, check_ascent, param_singular_values
+from .ascent import AscentCheck, check_ascent
 from .damping import DampingChoice, DampingLimit, damped_radius, damping_limit, optimal_damping
-from .report import Finding, TheoryReport, check_theory
+from .findings import Finding, TheoryReport
+from .param_jacobian import param_singular_values
+from .report import check_theory
 from .singular import Singularity, explain_singularity
 from .steps import StepsNeeded, steps_needed
 from .verdict import Verdict

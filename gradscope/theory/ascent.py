@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .._checks import check_tensor, fail
+from .._checks import check_tensor
 from ..estimators import Estimator, Exact, GradientEstimate, Unrolled, check_estimator
 from ..estimators.base import as_adjoint
 from ..estimators.estimate import run_estimator
@@ -29,87 +29,15 @@ from ..operators import (
     param_vjp,
 )
 from ..operators.jacobian import jvp_by_two_vjps, no_forward_ad
-from ..problem import FixedPointProblem, check_problem
+from ..problem import FixedPointProblem
 from ..spectral import Lanczos
 from ..spectral.krylov import flat_map, lanczos, sqrt_bound, start_block
+from .param_jacobian import param_flat, param_singular_values, require_params
 from .verdict import THEOREM1, Verdict
 
-__all__ = ["AscentCheck", "check_ascent", "param_singular_values"]
+__all__ = ["AscentCheck", "check_ascent"]
 
 StateMap = Callable[[torch.Tensor], torch.Tensor]
-
-
-# ---------------------------------------------------------------------- F_θ
-def _param_flat(grads: dict) -> torch.Tensor:
-    """The parameter gradients of a dict, flattened and concatenated (``param_names`` order)."""
-    return torch.cat([g.reshape(-1) for g in grads.values()])
-
-
-def _require_params(call: str, problem: object) -> None:
-    problem = check_problem(call, problem)
-    if not problem.params or sum(t.numel() for t in problem.params.values()) == 0:
-        fail(
-            call,
-            "the problem has no parameters; expected at least one parameter tensor θ. "
-            "Pass params={...} to FixedPointProblem.from_function or trainable parameters "
-            "to from_module.",
-        )
-
-
-def _lanczos_sigma(apply: StateMap, like: torch.Tensor, max_steps: int, which: str) -> float:
-    """√ of the extreme eigenvalue of a symmetric PSD map on states (one Lanczos run)."""
-    layout = SampleLayout(like.shape, per_sample=False)
-    theta, residual, _, _ = lanczos(
-        flat_map(apply, layout), start_block(layout, like, 0), Lanczos(max_steps=max_steps), which
-    )
-    return float(sqrt_bound(theta, residual)[0][0])
-
-
-def param_singular_values(
-    problem: FixedPointProblem, *, dense: bool | None = None, max_steps: int = 100
-) -> tuple[float, float]:
-    r"""``(σ_max, σ_min)`` of ``F_θ = ∂F/∂θ`` at h* (d × p), σ_min the d-th singular value.
-
-    ``σ_min = 0`` when p < d (more state entries than parameters) or F_θ is
-    rank-deficient; Theorem 1 is then vacuous. Dense (small d·p) or Lanczos on
-    ``F_θ F_θᵀ`` (one VJP and one parameter-JVP per step).
-
-    Args:
-        problem: the equilibrium (with parameters).
-        dense: materialise F_θ (default when d ≤ 256 and d·p ≤ 10⁶).
-        max_steps: Lanczos steps for the matrix-free path.
-
-    Returns:
-        ``(σ_max, σ_min)``.
-
-    Raises:
-        ValueError: the problem has no parameters.
-
-    Example:
-        >>> import torch, gradscope as gs
-        >>> fn = lambda p, h, x: p["W"] @ h + p["b"] + x
-        >>> p = {"W": torch.zeros(2, 2, dtype=torch.float64), "b": torch.zeros(2, dtype=torch.float64)}
-        >>> x = torch.ones(2, dtype=torch.float64)
-        >>> smax, smin = gs.theory.param_singular_values(gs.FixedPointProblem.from_function(fn, p, x, x))
-        >>> round(smax, 10), round(smin, 10)  # F_θ = [h*ᵀ ⊗ I, I]: σ² = 1 + ‖h*‖² = 3
-        (1.7320508076, 1.7320508076)
-
-    """
-    _require_params("param_singular_values", problem)
-    d = problem.h_star.numel()
-    p = sum(t.numel() for t in problem.params.values())
-    dense = (d <= 256 and d * p <= 10**6) if dense is None else dense
-    if dense:
-        s = torch.linalg.svdvals(param_jacobian_dense(problem))
-        return float(s[0]), float(s[d - 1]) if p >= d else 0.0
-
-    def gram(v: torch.Tensor) -> torch.Tensor:  # F_θ F_θᵀ v
-        return param_jvp(problem, _param_flat(param_vjp(problem, v)[0]))
-
-    smax = _lanczos_sigma(gram, problem.h_star, max_steps, "max")
-    if p < d:
-        return smax, 0.0
-    return smax, _lanczos_sigma(gram, problem.h_star, max_steps, "min")
 
 
 # ---------------------------------------------------------------------- the check
@@ -300,7 +228,7 @@ def check_ascent(
 
     """
     call = "check_ascent"
-    _require_params(call, problem)
+    require_params(call, problem)
     check_estimator(call, estimator, "estimator")
     dense = problem.h_star.numel() <= 64 if dense is None else dense
     caught: list[str] = []
@@ -363,7 +291,7 @@ def _matrix_free_error(
     I_minus_JT, I_minus_J = JT.identity() - JT, J.identity() - J
 
     def normal(w: torch.Tensor) -> torch.Tensor:  # EᵀE w
-        Ew = _apply_P(problem, estimator, I_minus_JT(w), caught) - _param_flat(
+        Ew = _apply_P(problem, estimator, I_minus_JT(w), caught) - param_flat(
             param_vjp(problem, w)[0]
         )
         return I_minus_J(PT(Ew)) - param_jvp(problem, Ew)
