@@ -9,7 +9,7 @@ smallest residual seen, and that residual is the true one.
 
 The package: ``gradscope.fixed_point.methods`` (:class:`Anderson`, :class:`Picard`,
 :class:`FixedPointResult`), ``gradscope.fixed_point.iterations`` (the two iterations) and
-``gradscope.fixed_point.solve`` (:func:`find_fixed_point`, the initial state).
+``gradscope.fixed_point.solve`` (:func:`~gradscope.find_fixed_point`, the initial state).
 """
 
 from .methods import Anderson, FixedPointResult, Picard
