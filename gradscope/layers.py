@@ -244,17 +244,22 @@ class ImplicitLayer(nn.Module):
             if h0.is_floating_point():
                 check_finite("ImplicitLayer", "h0", h0)
         s = self.solver
-        result = find_fixed_point(
-            self.cell,
-            *inputs,
-            h0=h0,
-            rtol=s.rtol,
-            atol=s.atol,
-            max_steps=s.max_steps,
-            method=s.method,
-            per_sample=s.per_sample,
-            warn=False,
-        )
+        try:
+            result = find_fixed_point(
+                self.cell,
+                *inputs,
+                h0=h0,
+                rtol=s.rtol,
+                atol=s.atol,
+                max_steps=s.max_steps,
+                method=s.method,
+                per_sample=s.per_sample,
+                warn=False,
+            )
+        except (TypeError, ValueError) as error:  # say whose input it was
+            raise type(error)(
+                f"gradscope.ImplicitLayer: the forward solve refused: {error}"
+            ) from None
         self.last_forward = result
         h_star = result.value
         if not torch.is_grad_enabled():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cases
 import pytest
 import torch
 from cases import global_seed, seeded_linear_
@@ -231,3 +232,9 @@ def test_layer_on_cuda_matches_cpu(dtype):
         grads.append(c.W.weight.grad.cpu())
     tol = 1e-3 if dtype == torch.float32 else 1e-8
     torch.testing.assert_close(grads[0], grads[1], rtol=tol, atol=tol)
+
+
+def test_layer_forward_errors_name_the_layer_and_keep_f_s_own_error():
+    layer = gs.ImplicitLayer(cases.TanhCell(d=4, n=4))  # float64 cell; state shaped like the input
+    with pytest.raises(ValueError, match=r"gradscope\.ImplicitLayer: the forward solve refused: .*(Float|Double|dtype)"):
+        layer(torch.ones(2, 4, dtype=torch.float32))

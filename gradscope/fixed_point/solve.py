@@ -116,19 +116,21 @@ def _initial_state(f, inputs: Sequence[torch.Tensor], module_or_fn) -> torch.Ten
                 shape = list(x.shape)
                 shape[dim] = s
                 candidates.append(tuple(shape))
+    last_error = ""
     for candidate in dict.fromkeys(candidates):
         h0 = torch.zeros(candidate, dtype=x.dtype, device=x.device)
         try:
             out = f(h0)
-        except Exception:  # a shape F does not take: try the next candidate
+        except Exception as error:  # a shape F does not take: try the next candidate
+            last_error = f" (F on shape {candidate} raised {type(error).__name__}: {error})"
             continue
         if isinstance(out, torch.Tensor) and tuple(out.shape) == candidate:
             return h0
     fail(
         _CALL,
         f"h0 was not given and no state shape could be inferred from the inputs "
-        f"(tried {list(dict.fromkeys(candidates))}); pass h0=torch.zeros(...) shaped like "
-        "the state, or give the module an initial_state(*inputs) method.",
+        f"(tried {list(dict.fromkeys(candidates))}){last_error}; pass h0=torch.zeros(...) "
+        "shaped like the state, or give the module an initial_state(*inputs) method.",
     )
 
 
