@@ -210,3 +210,49 @@ def test_compare_invariances(pair, scale):
         assert part.inner == pytest.approx(
             float(est[name].reshape(-1) @ ref[name].reshape(-1)), abs=1e-12 * scale_ab
         )
+
+
+# ------------------------------------------------------------------ estimator finiteness
+@settings(max_examples=60, deadline=None)
+@given(
+    rho=st.floats(0.1, 3.0),
+    steps=st.integers(1, 60),
+    damping=st.sampled_from([0.2, 0.5, 1.0]),
+    which=st.sampled_from(["Neumann", "Unrolled", "OneStep", "Exact"]),
+    seed=st.integers(0, 10_000),
+)
+def test_estimates_are_finite_or_say_so(rho, steps, damping, which, seed):
+    """Contractive or not, an estimate is finite with an ok status, or its status says why
+    (and a warning is issued) — never a silent non-finite or exploding gradient."""
+    g = torch.Generator().manual_seed(seed)
+    n = 5
+    Q = _orthogonal(n, g)
+    W = Q @ torch.diag(torch.linspace(-rho, rho, n, dtype=DT)) @ Q.T  # symmetric, ρ(W) = rho
+    x = torch.randn(2, n, generator=g, dtype=DT)
+    eye = torch.eye(n, dtype=DT)
+    if abs(float(torch.linalg.det(eye - W))) < 1e-6:
+        assume(False)  # I − W (numerically) singular: no equilibrium of the linear map
+    h = torch.linalg.solve(eye - W, x.T).T
+    problem = gs.FixedPointProblem.from_function(lambda p, h, x: h @ p["W"].T + x, {"W": W}, h, x)
+    estimator = {
+        "Neumann": gs.Neumann(steps, damping),
+        "Unrolled": gs.Unrolled(steps, damping),
+        "OneStep": gs.OneStep(),
+        "Exact": gs.Exact(gs.solvers.GMRES(max_steps=60)),
+    }[which]
+    cot = torch.randn(2, n, generator=g, dtype=DT)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        est = gs.estimate_gradient(problem, cot, estimator)
+    finite = all(bool(torch.isfinite(t).all()) for t in est.grads.values())
+    warned = any(issubclass(w.category, gs.ConvergenceWarning) for w in caught)
+    if est.status.ok:
+        assert finite and not warned, (est.status, est.series_ratio)
+    else:
+        assert warned, est.status
+    # the series ratio, where there is one, is what the status says: grew ⇔ ratio > 1 (k > 1)
+    if which in ("Neumann", "Unrolled") and steps > 1 and finite:
+        assert (est.status is gs.Status.SERIES_GREW) == (est.series_ratio > 1), est.series_ratio
+    # a contractive damped map (ρ(B_λ) < 1 for this symmetric W) never grows
+    if which in ("Neumann", "Unrolled") and max(abs(1 - damping * (1 - mu)) for mu in (-rho, rho)) < 1:
+        assert est.status.ok, (est.status, est.series_ratio)
