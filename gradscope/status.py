@@ -54,6 +54,9 @@ class Status(enum.Enum):
     NON_FINITE = "non_finite"
     #: A truncated Neumann series' last term is larger than its first.
     SERIES_GREW = "series_grew"
+    #: The system is singular, and the minimum-norm least-squares solution was returned, as
+    #: asked (:class:`~gradscope.solvers.MinimumNorm`).
+    LEAST_SQUARES = "least_squares"
 
     @property
     def ok(self) -> bool:
@@ -74,6 +77,10 @@ _HELP = {
     Status.SINGULAR: "did not converge: the matrix is singular to working precision.",
     Status.DIVERGED: "diverged: the residual grew without bound.",
     Status.NON_FINITE: "returned non-finite values (inf or NaN).",
+    Status.LEAST_SQUARES: (
+        "is singular (no unique exact solution): the minimum-norm least-squares solution "
+        "was returned, as asked — a surrogate, not the implicit gradient."
+    ),
     Status.SERIES_GREW: (
         "the terms of the damped series grew: ρ(B_λ) ≥ 1 (lower the damping λ) or B_λ is non-normal and "
         "its powers have not decayed yet (raise k)."

@@ -52,3 +52,28 @@ def test_a_regular_problem_is_not_called_singular():
     assert not s.singular and abs(s.eigenvalue - 0.5) < 1e-12
     assert abs(s.sigma_min - float(torch.linalg.svdvals(torch.eye(2, dtype=DT) - W).min())) < 1e-12
     assert "not singular" in s.message
+
+
+def test_minimum_norm_adjoint_is_an_explicit_surrogate_matching_pinv():
+    problem = layernorm_residual_problem()
+    g = torch.randn(problem.h_star.shape, generator=torch.Generator().manual_seed(1), dtype=DT)
+    with pytest.warns(gs.ConvergenceWarning, match="minimum-norm least-squares solution"):
+        est = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.MinimumNorm()))
+    assert est.status is gs.Status.LEAST_SQUARES
+    # reference: per sample, u = pinv(I − Jᵀ) g with J from jacrev (12×12 blocks)
+    J = torch.func.jacrev(lambda h: problem.fn(problem.params, h))(problem.h_star)
+    eye = torch.eye(12, dtype=DT)
+    for s in range(2):
+        Js = J[s, :, :, s].reshape(12, 12)
+        u = torch.linalg.pinv(eye - Js.T, rtol=1e-10) @ g[s].reshape(-1)
+        torch.testing.assert_close(est.adjoint[s].reshape(-1), u, rtol=1e-8, atol=1e-10)
+
+
+def test_minimum_norm_on_a_regular_problem_is_the_exact_solution():
+    W = torch.tensor([[0.5, 0.2], [0.0, 0.3]], dtype=DT)
+    problem = gs.FixedPointProblem.from_function(lambda p, h: p["W"] @ h, {"W": W}, torch.zeros(2, dtype=DT))
+    g = torch.tensor([1.0, -2.0], dtype=DT)
+    mine = gs.estimate_gradient(problem, g, gs.Exact(gs.solvers.MinimumNorm()))
+    exact = torch.linalg.solve(torch.eye(2, dtype=DT) - W.T, g)
+    assert mine.status.ok
+    torch.testing.assert_close(mine.adjoint, exact, rtol=1e-12, atol=1e-14)

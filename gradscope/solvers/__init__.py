@@ -25,6 +25,7 @@ from .bicgstab import BiCGSTAB
 from .dense import Dense
 from .fixed_point_iteration import FixedPointIteration
 from .gmres import GMRES
+from .minimum_norm import MinimumNorm
 from .solve import linear_solve
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Dense",
     "FixedPointIteration",
     "Iteration",
+    "MinimumNorm",
     "Solution",
     "Solver",
     "default_solver_rtol",

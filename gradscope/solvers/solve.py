@@ -130,7 +130,7 @@ def solve(
     finite = bool(torch.isfinite(it.value).all()) and bool(torch.isfinite(r_norm).all())
     if not finite:
         status = Status.NON_FINITE
-    elif bool((r_norm <= tol).all()):
+    elif bool((r_norm <= tol).all()) and it.status is not Status.LEAST_SQUARES:
         status = Status.SUCCESS
     else:
         status = it.status or Status.MAX_STEPS
