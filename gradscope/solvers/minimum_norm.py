@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..status import Status
-from .base import CONDITIONING, Iteration, Solver
+from .base import CONDITIONING, Iteration
+from .dense import Dense
 
 if TYPE_CHECKING:
     from ..layout import SampleLayout
@@ -18,7 +19,7 @@ __all__ = ["MinimumNorm"]
 
 
 @dataclass(frozen=True)
-class MinimumNorm(Solver):
+class MinimumNorm(Dense):
     r"""``x = A⁺ b``: the minimum-norm least-squares solution, by a dense pseudo-inverse.
 
     When ``I − J`` is singular the exact implicit gradient does not exist
@@ -30,8 +31,7 @@ class MinimumNorm(Solver):
     solution is then not unique or does not exist — and is reported like any other
     shortfall. Dense: n products per block and an SVD; small states only.
 
-    Args:
-        per_sample, rtol, atol, max_steps, strict: as for :class:`~gradscope.solvers.Dense`.
+    Its fields are :class:`~gradscope.solvers.Dense`'s.
 
     Example:
         >>> import torch
@@ -45,12 +45,6 @@ class MinimumNorm(Solver):
         ('LEAST_SQUARES', [2.0, 0.0])
 
     """
-
-    per_sample: bool | None = None
-    rtol: float | None = None
-    atol: float = 0.0
-    max_steps: int = 1
-    strict: bool = False
 
     def iterate(
         self, A: LinearOperator, b: torch.Tensor, x: torch.Tensor, layout: SampleLayout
