@@ -235,16 +235,28 @@ def check_seed(call: str, value: object) -> None:
 
 
 def check_like(
-    call: str, name: str, value: object, reference: torch.Tensor, reference_name: str
+    call: str,
+    name: str,
+    value: object,
+    reference: torch.Tensor,
+    reference_name: str,
+    fix: str = "",
 ) -> torch.Tensor:
-    """Check a tensor that must match ``reference``: floating, same shape, dtype, device, finite."""
+    """Check a tensor that must match ``reference``: floating, same shape, dtype, device, finite.
+
+    ``fix`` is appended to the shape message (how to get the right tensor).
+
+    Returns:
+        ``value``, as a tensor.
+
+    """
     value = check_tensor(call, name, value)
     check_floating(call, name, value)
     if value.shape != reference.shape:
         fail(
             call,
             f"{name} has shape {tuple(value.shape)}; expected the shape of {reference_name}, "
-            f"{tuple(reference.shape)}.",
+            f"{tuple(reference.shape)}." + (f" {fix}" if fix else ""),
         )
     check_same_dtype_device(call, reference_name, reference, [(name, value)])
     check_finite(call, name, value)

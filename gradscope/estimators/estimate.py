@@ -29,9 +29,7 @@ import torch
 from torch import nn
 
 from .._checks import (
-    check_finite,
-    check_floating,
-    check_same_dtype_device,
+    check_like,
     check_tensor,
     fail,
 )
@@ -268,17 +266,14 @@ def run_estimator(
     check_problem(call, problem)
     estimator = Exact() if estimator is None else estimator
     estimator = check_estimator(call, estimator, "estimator")
-    cotangent = check_tensor(call, "cotangent", cotangent)
-    check_floating(call, "cotangent", cotangent)
-    if cotangent.shape != problem.h_star.shape:
-        fail(
-            call,
-            f"cotangent has shape {tuple(cotangent.shape)}; expected the shape of h*, "
-            f"{tuple(problem.h_star.shape)}. Pass g = ∂ℓ/∂h*, e.g. "
-            "torch.autograd.grad(loss, h_star).",
-        )
-    check_same_dtype_device(call, "h*", problem.h_star, [("cotangent", cotangent)])
-    check_finite(call, "cotangent", cotangent)
+    cotangent = check_like(
+        call,
+        "cotangent",
+        cotangent,
+        problem.h_star,
+        "h*",
+        fix="Pass g = ∂ℓ/∂h*, e.g. torch.autograd.grad(loss, h_star).",
+    )
     g = cotangent.detach()
     with _measure(problem.device) as record:
         gradient = estimator.gradient(problem, g)

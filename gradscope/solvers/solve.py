@@ -16,10 +16,7 @@ import torch
 
 from .._checks import (
     check_bool,
-    check_finite,
-    check_floating,
-    check_same_dtype_device,
-    check_tensor,
+    check_like,
     fail,
     tf32_hint,
 )
@@ -159,21 +156,9 @@ def _checked_vectors(
         ``(b, x0)``.
 
     """
-    b = check_tensor(call, "b", b)
-    check_floating(call, "b", b)
-    if b.shape != A.shape:
-        fail(call, f"b has shape {tuple(b.shape)}; expected {tuple(A.shape)}.")
-    check_same_dtype_device(call, "A (its vectors)", A.like, [("b", b)])
-    check_finite(call, "b", b)
+    b = check_like(call, "b", b, A.like, "A (its vectors)")
     if x0 is not None:
-        x0 = check_tensor(call, "x0", x0)
-        check_floating(call, "x0", x0)
-        if x0.shape != b.shape:
-            fail(
-                call, f"x0 has shape {tuple(x0.shape)}; expected the shape of b, {tuple(b.shape)}."
-            )
-        check_same_dtype_device(call, "b", b, [("x0", x0)])
-        check_finite(call, "x0", x0)
+        x0 = check_like(call, "x0", x0, b, "b")
     return b, x0
 
 
