@@ -341,8 +341,7 @@ class ImplicitLayer(nn.Module):
                 adjoint.series_ratio,
                 adjoint.status,
             )
-            solver_strict = bool(getattr(getattr(estimator, "solver", None), "strict", False))
-            strict = self.strict or solver_strict
+            strict = self.strict or estimator.strict
             if (self.warn or strict) and not adjoint.status.ok:
                 report(failure_message(estimator.name, adjoint, "ImplicitLayer"), strict=strict)
             return adjoint.value

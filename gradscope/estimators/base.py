@@ -130,6 +130,11 @@ class Estimator(ABC):
         """Short label for tables (the class name unless overridden)."""
         return type(self).__name__
 
+    @property
+    def strict(self) -> bool:
+        """Whether a failure of this estimator should raise instead of warn (default no)."""
+        return False
+
     @abstractmethod
     def adjoint(self, JT: LinearOperator, g: torch.Tensor) -> torch.Tensor | Adjoint:
         """The adjoint u for the cotangent g.

@@ -121,7 +121,7 @@ class GradientEstimate:
     @property
     def strict(self) -> bool:
         """Whether a failure should raise (the ``strict`` of an :class:`~gradscope.Exact`'s solver)."""
-        return bool(getattr(getattr(self.estimator, "solver", None), "strict", False))
+        return isinstance(self.estimator, Estimator) and self.estimator.strict
 
     def failure_message(self, call: str) -> str:
         """What went wrong (when ``status`` is not ok), for a warning from ``call``."""

@@ -58,6 +58,11 @@ class Exact(Estimator):
         """Short label for tables."""
         return f"Exact({type(self.solver).__name__})"
 
+    @property
+    def strict(self) -> bool:
+        """The solver's ``strict``: a failed solve raises instead of warning."""
+        return self.solver.strict
+
     def adjoint(self, JT: LinearOperator, g: torch.Tensor) -> Adjoint:
         """Solve ``(I − Jᵀ)u = g`` with the solver; the status is the solve's."""
         solution = solve(JT.identity() - JT, g, self.solver, call="Exact")
