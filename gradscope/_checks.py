@@ -77,9 +77,19 @@ def check_floating(call: str, name: str, value: torch.Tensor) -> None:
         )
 
 
+def all_finite(*tensors: torch.Tensor) -> bool:
+    """Whether every tensor holds no inf or NaN (integer and bool tensors always do).
+
+    Returns:
+        ``True`` when every entry of every tensor is finite.
+
+    """
+    return all(bool(torch.isfinite(t).all()) for t in tensors)
+
+
 def check_finite(call: str, name: str, value: torch.Tensor) -> None:
     """Check that a tensor holds no inf or NaN (a meta tensor has no values to check)."""
-    if value.device.type != "meta" and not bool(torch.isfinite(value).all()):
+    if value.device.type != "meta" and not all_finite(value):
         fail(call, f"{name} contains inf or NaN; expected finite values.")
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._checks import all_finite
 from .cli_options import ModelError, UsageError, describe
 from .fixed_point import FixedPointResult, find_fixed_point
 from .operators import jacobian_transpose, param_vjp
@@ -133,7 +134,7 @@ def build_from_factory(factory, seed: int = 0) -> Built:
     if h_star is None:
         found = _find_fixed_point(step, inputs, made.get("h0"))
         h_star = found.value
-        if not _finite(h_star):
+        if not all_finite(h_star):
             raise ModelError(
                 f"the equilibrium search (find_fixed_point) reached NaN or inf after "
                 f"{found.steps} steps; give 'h_star' or a better 'h0' in the factory, or check "
@@ -159,13 +160,6 @@ def build_from_factory(factory, seed: int = 0) -> Built:
     return Built(problem, g, source, found)
 
 
-def _finite(value: torch.Tensor) -> bool:
-    """Whether a floating tensor holds no NaN or inf (other tensors: True)."""
-    if not (value.is_floating_point() or value.is_complex()):
-        return True
-    return bool(torch.isfinite(value).all())
-
-
 def _check_finite_data(made: dict, cell, params, inputs: tuple[torch.Tensor, ...]) -> None:
     """NaN or inf in the factory's inputs, parameters, buffers, h_star or h0: a ModelError."""
     named: list[tuple[str, object]] = [(f"inputs[{i}]", x) for i, x in enumerate(inputs)]
@@ -178,7 +172,7 @@ def _check_finite_data(made: dict, cell, params, inputs: tuple[torch.Tensor, ...
     for name, value in named:
         if not isinstance(value, torch.Tensor):
             raise UsageError(f"the factory's {name} is a {type(value).__name__}, not a tensor")
-        if not _finite(value.detach()):
+        if not all_finite(value.detach()):
             raise ModelError(f"the factory's {name} contains NaN or inf")
 
 
@@ -200,7 +194,7 @@ def _check_finite_derivatives(problem: FixedPointProblem, g: torch.Tensor) -> No
     except RuntimeError as error:
         raise ModelError(f"differentiating the model at h* failed: {error}") from error
     products.update({f"F_θᵀg for {n!r}": v for n, v in grads.items()})
-    bad = [name for name, value in products.items() if not _finite(value)]
+    bad = [name for name, value in products.items() if not all_finite(value)]
     if bad:
         raise ModelError(
             f"the model's derivatives at h* contain NaN or inf ({', '.join(bad)}, with g the "
@@ -274,7 +268,7 @@ def _cotangent(loss, h_star: torch.Tensor, seed: int) -> tuple[torch.Tensor, str
     if not isinstance(value, torch.Tensor) or value.numel() != 1 or not value.requires_grad:
         raise UsageError("'loss' must return a scalar tensor that depends on h_star")
     (g,) = torch.autograd.grad(value, h)
-    if not _finite(g):
+    if not all_finite(g):
         raise ModelError(
             f"the gradient of the factory's loss at h* contains NaN or inf (loss = {value.item()})"
         )

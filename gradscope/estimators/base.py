@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .._checks import fail
+from .._checks import all_finite, fail
 from ..operators import Counted, jacobian_transpose
 from ..operators.jacobian import param_vjp_and_unreached
 from ..status import Status
@@ -164,7 +164,9 @@ class Estimator(ABC):
         adjoint = as_adjoint(self.adjoint(JT, g), self.name, g)
         grads, input_grads, unreached = param_vjp_and_unreached(problem, adjoint.value)
         status = adjoint.status
-        if status.ok and not _finite(grads, input_grads):
+        if status.ok and not all_finite(
+            *grads.values(), *(x for x in input_grads if x is not None)
+        ):
             status = Status.NON_FINITE
         return Gradient(
             grads,
@@ -196,14 +198,9 @@ def as_adjoint(result: object, name: str, g: torch.Tensor) -> Adjoint:
         )
     if adjoint is None:
         adjoint = Adjoint(value)
-    if adjoint.status.ok and not bool(torch.isfinite(adjoint.value).all()):
+    if adjoint.status.ok and not all_finite(adjoint.value):
         adjoint.status = Status.NON_FINITE
     return adjoint
-
-
-def _finite(grads: Params, input_grads: tuple[torch.Tensor | None, ...]) -> bool:
-    tensors = [*grads.values(), *(x for x in input_grads if x is not None)]
-    return all(bool(torch.isfinite(t).all()) for t in tensors)
 
 
 def check_estimator(call: str, estimator: object, name: str = "estimator") -> Estimator:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .._checks import check_damping, check_steps
+from .._checks import all_finite, check_damping, check_steps
 from ..operators import damped
 from ..status import Status
 from .base import Adjoint, Estimator
@@ -95,7 +95,7 @@ def neumann_adjoint(JT: LinearOperator, g: torch.Tensor, k: int, lam: float) -> 
     u = lam * v if lam != 1.0 else v
     g_norm = float(torch.linalg.vector_norm(g))
     ratio = float(torch.linalg.vector_norm(term)) / g_norm if g_norm > 0 else 0.0
-    if not bool(torch.isfinite(u).all()):
+    if not all_finite(u):
         status = Status.NON_FINITE
     elif k > 1 and ratio > 1.0:
         status = Status.SERIES_GREW

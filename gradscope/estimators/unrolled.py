@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .._checks import all_finite
 from .._memory import GraphMeter
 from ..status import Status
 from .base import Adjoint, Gradient
@@ -92,7 +93,7 @@ def trajectory_ratio(g: torch.Tensor, g_h0: torch.Tensor) -> float:
 
 def unrolled_status(k: int, ratio: float, grads: list[torch.Tensor]) -> Status:
     """NON_FINITE, SERIES_GREW (k > 1 and the cotangent grew) or SUCCESS."""
-    if not math.isfinite(ratio) or not all(bool(torch.isfinite(t).all()) for t in grads):
+    if not math.isfinite(ratio) or not all_finite(*grads):
         return Status.NON_FINITE
     if k > 1 and ratio > 1.0:
         return Status.SERIES_GREW

@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import torch
 
+from .._checks import all_finite
 from ..layout import SampleLayout
 from ..solvers.krylov import cgs2, gram_schmidt
 from .methods import Arnoldi, Lanczos
@@ -56,16 +57,6 @@ def start_block(layout: SampleLayout, like: torch.Tensor, seed: int) -> torch.Te
 def complex_dtype(dtype: torch.dtype) -> torch.dtype:
     """The complex dtype that holds eigenvalues of a real ``dtype`` matrix."""
     return torch.complex128 if dtype == torch.float64 else torch.complex64
-
-
-def all_finite(t: torch.Tensor) -> bool:
-    """Whether ``t`` holds no inf or NaN (LAPACK must not see one: MKL aborts the process).
-
-    Returns:
-        ``True`` when every entry is finite.
-
-    """
-    return bool(torch.isfinite(t).all())
 
 
 def nan_safe(

@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from .._checks import check_damping, check_steps, fail
+from .._checks import all_finite, check_damping, check_steps, fail
 from ..operators import Counted, LinearOperator, damped, jacobian_transpose
 from ..problem import FixedPointProblem
 from .krylov import flat_map, lanczos, nan_safe, sqrt_bound, start_block
@@ -203,7 +203,7 @@ def _singular(
         s = nan_safe(torch.linalg.svdvals, powered, powered.shape[:-1])
         per_sample = s[:, 0] if which == "max" else s[:, -1]
         residual = torch.zeros_like(per_sample)
-        steps, converged = 1, bool(torch.isfinite(per_sample).all())
+        steps, converged = 1, all_finite(per_sample)
     else:
 
         def normal(v: torch.Tensor) -> torch.Tensor:  # (Aᵀ)^k A^k v

@@ -15,11 +15,11 @@ import time
 import numpy as np
 import torch
 
+from .._checks import all_finite
 from ..layout import SampleLayout
 from ..operators import Counted, LinearOperator, jacobian_transpose
 from ..problem import FixedPointProblem
 from .krylov import (
-    all_finite,
     arnoldi,
     complex_dtype,
     flat_map,
