@@ -33,6 +33,7 @@ from .._checks import (
     check_tensor,
     fail,
 )
+from ..operators.jacobian import flatten_params
 from ..parametrized import warn_unreached
 from ..problem import FixedPointProblem, Params, check_problem
 from ..solvers import Solution
@@ -133,7 +134,7 @@ class GradientEstimate:
 
     def flat(self) -> torch.Tensor:
         """All parameter gradients concatenated (in ``grads`` order)."""
-        return torch.cat([g.reshape(-1) for g in self.grads.values()])
+        return flatten_params(self.grads)
 
     @classmethod
     def from_grads(

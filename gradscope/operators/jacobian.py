@@ -262,6 +262,30 @@ def param_vjp_and_unreached(
     return params, inputs, unreached
 
 
+def flatten_params(tensors: Params) -> torch.Tensor:
+    """The tensors of a parameter dict flattened and concatenated (in the dict's order).
+
+    Returns:
+        A 1-D tensor of ``sum(t.numel())`` entries.
+
+    """
+    return torch.cat([t.reshape(-1) for t in tensors.values()])
+
+
+def unflatten_params(z: torch.Tensor, like: Params) -> Params:
+    """The inverse of :func:`flatten_params`: ``z`` cut into tensors shaped like ``like``'s.
+
+    Returns:
+        A dict with ``like``'s names, each a view of ``z``.
+
+    """
+    out, offset = {}, 0
+    for name, p in like.items():
+        out[name] = z[offset : offset + p.numel()].reshape(p.shape)
+        offset += p.numel()
+    return out
+
+
 def param_jvp(problem: FixedPointProblem, z: torch.Tensor) -> torch.Tensor:
     """``F_θ z``: the parameter JVP for a flat parameter vector z (``param_names`` order).
 
@@ -277,10 +301,7 @@ def param_jvp(problem: FixedPointProblem, z: torch.Tensor) -> torch.Tensor:
     """
     params = {n: p.detach() for n, p in problem.params.items()}
     inputs = tuple(x.detach() for x in problem.inputs)
-    tangents, offset = {}, 0
-    for n, p in params.items():
-        tangents[n] = z[offset : offset + p.numel()].reshape(p.shape)
-        offset += p.numel()
+    tangents = unflatten_params(z, params)
     try:
         _, out = torch.func.jvp(
             lambda q: problem.fn(q, problem.h_star, *inputs), (params,), (tangents,)
@@ -311,5 +332,5 @@ def param_jacobian_dense(problem: FixedPointProblem) -> torch.Tensor:
     rows = []
     for i in range(h.numel()):
         grads, _ = param_vjp(problem, eye[i].reshape(h.shape))
-        rows.append(torch.cat([g.reshape(-1) for g in grads.values()]) if grads else h.new_zeros(0))
+        rows.append(flatten_params(grads) if grads else h.new_zeros(0))
     return torch.stack(rows)

@@ -28,11 +28,11 @@ from ..operators import (
     param_jvp,
     param_vjp,
 )
-from ..operators.jacobian import jvp_by_two_vjps, no_forward_ad
+from ..operators.jacobian import flatten_params, jvp_by_two_vjps, no_forward_ad, unflatten_params
 from ..problem import FixedPointProblem
 from ..spectral import Lanczos
 from ..spectral.krylov import flat_map, lanczos, sqrt_bound, start_block
-from .param_jacobian import param_flat, param_singular_values, require_params
+from .param_jacobian import param_singular_values, require_params
 from .verdict import THEOREM1, Verdict
 
 __all__ = ["AscentCheck", "check_ascent"]
@@ -144,10 +144,7 @@ def _phantom_transpose(
             return estimator.unroll(lambda h: problem.fn(params, h, *inputs), problem.h_star)
 
         def unrolled_T(z: torch.Tensor) -> torch.Tensor:  # ∂h_k/∂θ · z
-            tangents, offset = {}, 0
-            for n, p in params.items():
-                tangents[n] = z[offset : offset + p.numel()].reshape(p.shape)
-                offset += p.numel()
+            tangents = unflatten_params(z, params)
             try:
                 return torch.func.jvp(unroll, (params,), (tangents,))[1]
             except NotImplementedError as error:  # an op without forward AD (weight norm)
@@ -291,7 +288,7 @@ def _matrix_free_error(
     I_minus_JT, I_minus_J = JT.identity() - JT, J.identity() - J
 
     def normal(w: torch.Tensor) -> torch.Tensor:  # EᵀE w
-        Ew = _apply_P(problem, estimator, I_minus_JT(w), caught) - param_flat(
+        Ew = _apply_P(problem, estimator, I_minus_JT(w), caught) - flatten_params(
             param_vjp(problem, w)[0]
         )
         return I_minus_J(PT(Ew)) - param_jvp(problem, Ew)

@@ -13,21 +13,17 @@ import torch
 from .._checks import fail
 from ..layout import SampleLayout
 from ..operators import param_jacobian_dense, param_jvp, param_vjp
+from ..operators.jacobian import flatten_params
 from ..problem import FixedPointProblem, check_problem
 from ..spectral import Lanczos
 from ..spectral.krylov import flat_map, lanczos, sqrt_bound, start_block
 
-__all__ = ["param_flat", "param_singular_values", "require_params"]
+__all__ = ["param_singular_values", "require_params"]
 
 StateMap = Callable[[torch.Tensor], torch.Tensor]
 
 
 # ---------------------------------------------------------------------- F_θ
-def param_flat(grads: dict) -> torch.Tensor:
-    """The parameter gradients of a dict, flattened and concatenated (``param_names`` order)."""
-    return torch.cat([g.reshape(-1) for g in grads.values()])
-
-
 def require_params(call: str, problem: object) -> None:
     """Raise unless ``problem`` is a problem with at least one parameter entry."""
     problem = check_problem(call, problem)
@@ -88,7 +84,7 @@ def param_singular_values(
         return float(s[0]), float(s[d - 1]) if p >= d else 0.0
 
     def gram(v: torch.Tensor) -> torch.Tensor:  # F_θ F_θᵀ v
-        return param_jvp(problem, param_flat(param_vjp(problem, v)[0]))
+        return param_jvp(problem, flatten_params(param_vjp(problem, v)[0]))
 
     smax = _lanczos_sigma(gram, problem.h_star, max_steps, "max")
     if p < d:
