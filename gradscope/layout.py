@@ -40,7 +40,7 @@ class SampleLayout:
         >>> from gradscope.layout import SampleLayout
         >>> layout = SampleLayout(torch.Size([4, 3]), per_sample=True)
         >>> x = torch.ones(4, 3, dtype=torch.float64)
-        >>> layout.rows, layout.n, layout.dots(x, x).tolist()
+        >>> layout.rows, layout.n, layout.flat(x).sum(dim=1).tolist()
         (4, 3, [3.0, 3.0, 3.0, 3.0])
 
     """
@@ -74,10 +74,6 @@ class SampleLayout:
     def norms(self, x: torch.Tensor) -> torch.Tensor:
         """Euclidean norm per row, shape ``(rows,)``."""
         return torch.linalg.vector_norm(self.flat(x), dim=1)
-
-    def dots(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Inner product per row, shape ``(rows,)``."""
-        return (self.flat(x) * self.flat(y)).sum(dim=1)
 
     def expand(self, scalars: torch.Tensor) -> torch.Tensor:
         """Per-row scalars broadcastable against a state."""

@@ -40,6 +40,7 @@ import torch
 from .._checks import all_finite, fail
 from ..operators import Counted, jacobian_transpose
 from ..operators.jacobian import param_vjp_and_unreached
+from ..solvers.solve import describe_failure
 from ..status import Status
 
 if TYPE_CHECKING:
@@ -218,8 +219,6 @@ def check_estimator(call: str, estimator: object, name: str = "estimator") -> Es
 
 def failure_message(name: str, adjoint: Adjoint, call: str) -> str:
     """The warning text for an adjoint whose status is not ok."""
-    from ..solvers.solve import describe_failure
-
     if adjoint.solution is not None:
         return describe_failure(adjoint.solution, "I − Jᵀ", call) + (
             " If the residual will not fall, I − J may be singular (an eigenvalue of J at 1): "

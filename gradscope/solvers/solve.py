@@ -25,7 +25,7 @@ from ..status import Status, report
 from .base import Solution, Solver, default_solver_rtol
 from .gmres import GMRES
 
-__all__ = ["describe_failure", "failure_message", "linear_solve", "solve"]
+__all__ = ["describe_failure", "linear_solve", "solve"]
 
 
 def linear_solve(
@@ -69,7 +69,7 @@ def linear_solve(
     solution = solve(A, b, solver, per_sample=per_sample, x0=x0, call="linear_solve")
     if not solution.converged:
         assert solution.solver is not None
-        report(failure_message(solution, A, "linear_solve"), strict=solution.solver.strict)
+        report(describe_failure(solution, A.name, "linear_solve"), strict=solution.solver.strict)
     return solution
 
 
@@ -160,11 +160,6 @@ def _checked_vectors(
     if x0 is not None:
         x0 = check_like(call, "x0", x0, b, "b")
     return b, x0
-
-
-def failure_message(solution: Solution, A: LinearOperator, call: str) -> str:
-    """The warning text of a failed solve of ``A x = b``."""
-    return describe_failure(solution, A.name, call)
 
 
 def describe_failure(solution: Solution, what: str, call: str) -> str:
