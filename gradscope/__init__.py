@@ -73,6 +73,7 @@ from . import (
 )
 from .estimators import Estimator, Exact, Neumann, OneStep, Unrolled, estimate_gradient
 from .exceptions import (
+    CapturedTensorWarning,
     ConvergenceError,
     ConvergenceWarning,
     FixedPointWarning,
@@ -90,6 +91,7 @@ from .theory import check_theory
 __version__ = "0.1.0"
 
 __all__ = [
+    "CapturedTensorWarning",
     "ConvergenceError",
     "ConvergenceWarning",
     "Estimator",

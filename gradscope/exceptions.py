@@ -13,6 +13,7 @@ Three kinds of trouble get three answers (see the design notes):
 from __future__ import annotations
 
 __all__ = [
+    "CapturedTensorWarning",
     "ConvergenceError",
     "ConvergenceWarning",
     "FixedPointWarning",
@@ -38,4 +39,13 @@ class UnreachedParameterWarning(UserWarning):
     A parameter that F does not use has no path in autograd; gradscope lists it on the
     estimate (``GradientEstimate.unreached``) and warns once per call, so a zero is never
     mistaken for an estimate (TorchDEQ's cached normed weights were one such case).
+    """
+
+
+class CapturedTensorWarning(UserWarning):
+    """F uses tensors that require grad but are not among the problem's parameters.
+
+    A closure that captures a module's parameters (``lambda p, h: cell(h, x)``) hides them
+    from gradscope: their gradients are not estimated and :func:`~gradscope.compare` does not
+    see them. Pass them in ``params`` or build the problem with ``from_module``.
     """

@@ -34,7 +34,7 @@ from ._checks import (
     fail,
 )
 from ._memory import GraphMeter
-from .exceptions import FixedPointWarning
+from .exceptions import CapturedTensorWarning, FixedPointWarning
 from .layout import samples_independent
 from .parameters import check_params_mapping, chosen_parameters
 from .parametrized import functional_call
@@ -346,6 +346,10 @@ class FixedPointProblem:
         meter = GraphMeter()
         with torch.enable_grad(), meter.hooks():
             output = self.fn(params, h, *inputs)
+        known = [h, *params.values(), *inputs]
+        if self.module is not None:  # a module's other parameters were left out on purpose
+            known += list(self.module.parameters())
+        _warn_captured(output, known)
         return Linearization(output, h, params, inputs, meter.bytes)
 
     @cached_property
@@ -370,6 +374,30 @@ class FixedPointProblem:
             f"FixedPointProblem(h*={tuple(self.h_star.shape)}, dtype={self.dtype}, "
             f"device={self.device}, params={len(self.params)} tensors / {n_params} values, "
             f"inputs={len(self.inputs)}, residual={self.residual.max_relative:.2e})"
+        )
+
+
+def _warn_captured(output: torch.Tensor, known: list[torch.Tensor]) -> None:
+    """Warn when F's graph reaches leaves that require grad but are none of ``known``."""
+    known_ids = {id(t) for t in known}
+    seen, stack, captured = set(), [output.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        variable = getattr(node, "variable", None)  # an AccumulateGrad node: a leaf
+        if variable is not None and id(variable) not in known_ids:
+            captured.append(tuple(variable.shape))
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    if captured:
+        warnings.warn(
+            f"gradscope.FixedPointProblem: F uses {len(captured)} tensor(s) that require grad "
+            f"but are not among its params (shapes {captured}): does a closure capture them? "
+            "Their gradients are not estimated and compare() does not see them; pass them in "
+            "params (fn(params, h, *inputs) reads them from there) or use from_module.",
+            CapturedTensorWarning,
+            stacklevel=5,
         )
 
 

@@ -497,12 +497,16 @@ def test_the_old_stale_weight_call_would_have_been_caught(kind):
 
     old = gs.FixedPointProblem.from_function(old_fn, params, h, x)
     normed = tuple(n for n in params if n != "U.bias")
-    with pytest.warns(UnreachedParameterWarning) as caught:
-        est = gs.estimate_gradient(old, c, gs.Exact(gs.solvers.Dense()))
-    assert len(caught) == 1
+    # the stale cached weight still hangs on the module's real parameters: F's graph reaches
+    # them, and that is caught as well (CapturedTensorWarning)
+    with pytest.warns(gs.CapturedTensorWarning, match="not among its params"):
+        with pytest.warns(UnreachedParameterWarning) as caught:
+            est = gs.estimate_gradient(old, c, gs.Exact(gs.solvers.Dense()))
+    unreached = [w for w in caught if issubclass(w.category, UnreachedParameterWarning)]
+    assert len(unreached) == 1
     assert est.unreached == normed
     for name in normed:
-        assert name in str(caught[0].message)
+        assert name in str(unreached[0].message)
         assert torch.equal(est.grads[name], torch.zeros_like(p[name]))
     exact = estimate(cell, h, x, c, gs.Exact(gs.solvers.Dense()))  # the fix: nothing unreached
     assert rel_err(exact.grads, reference_exact(F, p, h, x, c)) <= 1e-10

@@ -221,3 +221,24 @@ def test_batchnorm_in_train_mode_works_through_forward_mode_products():
     assert abs(smin.value - float(torch.linalg.svdvals(eye - J).min())) < 1e-10
     for n, b in cell.named_buffers():  # gradscope never touched the user's statistics
         assert torch.equal(b, before[n]), n
+
+
+def test_a_closure_that_captures_parameters_is_named_not_silent():
+    cell = torch.nn.Linear(3, 3).double()
+    x = torch.ones(2, 3, dtype=torch.float64)
+    fn = lambda p, h: torch.tanh(0.3 * cell(h) + x)  # the closure hides cell's parameters
+    fp = gs.find_fixed_point(lambda h: fn({}, h), h0=torch.zeros(2, 3, dtype=torch.float64), rtol=1e-12)
+    problem = gs.FixedPointProblem.from_function(fn, {}, fp.value)
+    with pytest.warns(gs.CapturedTensorWarning, match=r"2 tensor\(s\) that require grad .*\(3, 3\)"):
+        gs.estimate_gradient(problem, torch.ones(2, 3, dtype=torch.float64), gs.OneStep())
+    # leaving some of a module's parameters out on purpose is not a capture
+    class Cell(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = cell
+
+        def forward(self, h, x):
+            return torch.tanh(0.3 * self.lin(h) + x)
+
+    chosen = gs.FixedPointProblem.from_module(Cell(), fp.value, x, params=["lin.weight"])
+    gs.estimate_gradient(chosen, torch.ones(2, 3, dtype=torch.float64), gs.OneStep())  # no warning
