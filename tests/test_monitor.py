@@ -261,7 +261,7 @@ class Flip(nn.Module):
 
 def test_a_failing_exact_solve_is_recorded_and_training_goes_on(caplog):
     generator = torch.Generator().manual_seed(0)
-    # Neumann(5, 0.5) is fine here: B = 1 − 0.5·(1 + 1.5) = −0.25 (THEORY.md §5).
+    # Neumann(5, 0.5) is fine here: B = 1 − 0.5·(1 + 1.5) = −0.25 (docs/explanation/damping.rst, theory-damping).
     layer = gs.ImplicitLayer(Flip(generator), gs.Neumann(5, 0.5), gs.layers.ForwardSolver(rtol=1e-6))
     monitor = gs.GradientMonitor(
         exact=gs.Exact(gs.solvers.FixedPointIteration(max_steps=30)), schedule=gs.monitor.Every(1)

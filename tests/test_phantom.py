@@ -66,7 +66,7 @@ def _dense_param_jacobians(problem):
 @pytest.mark.parametrize("k", [1, 3, 8])
 @pytest.mark.parametrize("damping", [0.4, 1.0])
 def test_neumann_error_identity(tanh_problem, k, damping):
-    # u* − u_k = (B_λᵀ)^k u*   [derived, THEORY.md §5], with J, B_λᵀ and u* built densely
+    # u* − u_k = (B_λᵀ)^k u*   [derived, docs/explanation/phantom_gradients.rst, theory-neumann-error], with J, B_λᵀ and u* built densely
     # by torch.func.jacrev and torch.linalg.solve, not by gradscope's operators.
     g = randn(5, 8, seed=1)
     J = _dense_state_jacobian(tanh_problem)
